@@ -43,6 +43,24 @@ Status FromDnnl(const dnnl::error& e, const std::string& what) {
   return Internal(what + ": oneDNN error: " + e.what());
 }
 
+// Sets the calling thread's OpenMP thread count for a scope. oneDNN sizes
+// some per-thread buffers when a primitive is created and indexes them by
+// thread when it runs: creation and execution must see the same count
+// (measured: a primitive created with 2 threads and run with 1 wrote past a
+// buffer inside gemm_s8x8s32 and corrupted the heap).
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(n);
+  }
+  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
 // Quantizes f32 -> u8 on a grid: clamp(nearbyint(scale * x + shift), 0, 255).
 void QuantizeU8(const float* x, int64_t n, float scale, float shift,
                 uint8_t* out) {
@@ -385,6 +403,7 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
       new RnnModel(std::move(spec), options, std::move(impl)));
   // Pack the weights now (load time) with a representative shape, so the
   // first request does not pay for it and errors surface at load.
+  ScopedOmpThreads threads(options.intra_op_threads);
   auto warm = model->impl_->Get(1, 1);
   if (!warm.ok()) return warm.status();
   return model;
@@ -418,6 +437,7 @@ int64_t RnnModel::weights_bytes() const {
 
 StatusOr<std::vector<std::string>> RnnModel::ImplementationInfo(
     int batch, int steps) const {
+  ScopedOmpThreads threads(options_.intra_op_threads);
   ASSIGN_OR_RETURN(auto prims, impl_->Get(batch, steps));
   std::vector<std::string> out;
   for (const auto& l : prims->layers) out.push_back(l.impl);
@@ -517,8 +537,8 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
     }
   }
 
+  ScopedOmpThreads threads(options_.intra_op_threads);
   ASSIGN_OR_RETURN(auto prims, impl_->Get(N, T));
-  omp_set_num_threads(options_.intra_op_threads);
   ThreadContext& ctx = Context();
   out->final_state.assign(L, LayerState());
 

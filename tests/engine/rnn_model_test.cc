@@ -402,3 +402,4 @@ TEST(RnnModelTest, Int8WithoutQuantizationIsRefused) {
 
 }  // namespace
 }  // namespace rnnserve::engine
+

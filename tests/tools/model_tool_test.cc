@@ -29,7 +29,8 @@ struct Result {
 
 Result Tool(const std::string& args) {
   Result r;
-  const std::string cmd = kTool + " " + args + " 2>&1";
+  // A bounded run: a hang is a failure (exit 124), not a stuck suite.
+  const std::string cmd = "timeout 120 " + kTool + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
   std::array<char, 4096> buf;
@@ -120,6 +121,29 @@ TEST(ModelToolTest, QuantizeWritesArtifactAndReportThatRunsInInt8) {
   EXPECT_EQ(i.exit_code, 0) << i.output;
   EXPECT_NE(i.output.find("int8 (quantized)"), std::string::npos) << i.output;
   for (const auto& p : {art, rep, out}) std::remove(p.c_str());
+}
+
+// Regression: run an artifact of the demo model with OpenMP defaulting to 2
+// threads while the engine runs 1. oneDNN sized per-thread buffers when the
+// primitives were created (2 threads) and ran with 1, writing past a buffer
+// in gemm_s8x8s32 ("corrupted double-linked list", exit 134).
+TEST(ModelToolTest, DemoArtifactRunsWhateverTheOpenMpDefault) {
+  const std::string art = TempPath("charlm.rnnq");
+  const std::string out = TempPath("charlm.npy");
+  Result q = Tool("quantize " + kDemo + "/model.onnx --calibration " + kDemo +
+                  "/calibration.npy -o " + art);
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  for (const char* threads : {"2", "1"}) {
+    setenv("OMP_NUM_THREADS", threads, 1);
+    const Result r = Tool("run " + art + " --input " + kData +
+                          "/demo/heldout_tokens.npy --output " + out + " --batch 64");
+    EXPECT_EQ(r.exit_code, 0) << "OMP_NUM_THREADS=" << threads << ": " << r.output;
+    const NpyArray got = MustRead(out);
+    EXPECT_EQ(got.shape, (std::vector<int64_t>{128, 64, 97}));
+  }
+  setenv("OMP_NUM_THREADS", "1", 1);
+  std::remove(art.c_str());
+  std::remove(out.c_str());
 }
 
 TEST(ModelToolTest, UsageAndInputErrorsAreClear) {
