@@ -1,7 +1,5 @@
 #include "server/engine/rnn_model.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,64 +10,13 @@
 #include <utility>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "server/engine/onednn_context.h"
 
 namespace rnnserve::engine {
 namespace {
 
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
-
-dnnl::engine& CpuEngine() {
-  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
-  return *engine;
-}
-
-// Per calling thread: its own stream and scratchpad (oneDNN primitives are
-// shared; streams and scratchpads are not).
-struct ThreadContext {
-  dnnl::stream stream{CpuEngine()};
-  std::vector<uint8_t> scratchpad;
-};
-ThreadContext& Context() {
-  thread_local ThreadContext context;
-  return context;
-}
-
-Status FromDnnl(const dnnl::error& e, const std::string& what) {
-  if (e.status == dnnl_unimplemented) {
-    return Unimplemented(what + ": oneDNN has no implementation (" +
-                         e.what() + ")");
-  }
-  return Internal(what + ": oneDNN error: " + e.what());
-}
-
-// Sets the calling thread's OpenMP thread count for a scope. oneDNN sizes
-// some per-thread buffers when a primitive is created and indexes them by
-// thread when it runs: creation and execution must see the same count
-// (measured: a primitive created with 2 threads and run with 1 wrote past a
-// buffer inside gemm_s8x8s32 and corrupted the heap).
-class ScopedOmpThreads {
- public:
-  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) {
-    omp_set_num_threads(n);
-  }
-  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
-  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
-  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
-
- private:
-  int saved_;
-};
-
-// Quantizes f32 -> u8 on a grid: clamp(nearbyint(scale * x + shift), 0, 255).
-void QuantizeU8(const float* x, int64_t n, float scale, float shift,
-                uint8_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(scale * x[i] + shift);
-    v = std::min(255.0f, std::max(0.0f, v));
-    out[i] = static_cast<uint8_t>(v);
-  }
-}
 
 }  // namespace
 
@@ -196,7 +143,7 @@ StatusOr<dnnl::memory> RnnModel::Impl::Packed(LayerPlan& plan, bool iter,
     dnnl::memory mem(md, CpuEngine());
     dnnl::reorder::primitive_desc rpd(CpuEngine(), user_md, CpuEngine(), md,
                                       plan.reorder_attr);
-    dnnl::stream& s = Context().stream;
+    dnnl::stream& s = ThreadContext().stream;
     dnnl::reorder(rpd).execute(s, user_mem, mem);
     s.wait();
     packed.emplace_back(md, mem);
@@ -539,7 +486,7 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
 
   ScopedOmpThreads threads(options_.intra_op_threads);
   ASSIGN_OR_RETURN(auto prims, impl_->Get(N, T));
-  ThreadContext& ctx = Context();
+  OneDnnThreadContext& ctx = ThreadContext();
   out->final_state.assign(L, LayerState());
 
   std::vector<float> cur_f32 = std::move(x);  // current layer input (f32)
