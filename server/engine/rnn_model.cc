@@ -18,6 +18,62 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
+// bf16 = the upper half of an f32, rounded to nearest even (NaN kept NaN).
+void F32ToBf16(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &x[i], 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+      out[i] = static_cast<uint16_t>((bits >> 16) | 0x40);
+      continue;
+    }
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    out[i] = static_cast<uint16_t>(bits >> 16);
+  }
+}
+
+void Bf16ToF32(const uint16_t* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(x[i]) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+}
+
+// A layer's input or output activations in one of the engine's data types.
+struct Activations {
+  dt type = dt::f32;
+  std::vector<float> f32;    // when type is f32
+  std::vector<uint8_t> raw;  // u8 values, or bf16 as 2-byte pairs
+
+  void Resize(dt t, int64_t n) {
+    type = t;
+    if (t == dt::f32) {
+      f32.resize(n);
+    } else {
+      raw.resize(n * (t == dt::bf16 ? 2 : 1));
+    }
+  }
+  const void* data() const {
+    return type == dt::f32 ? static_cast<const void*>(f32.data()) : raw.data();
+  }
+  void* data() {
+    return type == dt::f32 ? static_cast<void*>(f32.data()) : raw.data();
+  }
+};
+
+// f32 -> `type` (u8 on the grid scale/shift, or bf16) into `out`.
+void ConvertFromF32(const float* x, int64_t n, dt type, float scale,
+                    float shift, Activations* out) {
+  out->Resize(type, n);
+  if (type == dt::u8) {
+    QuantizeU8(x, n, scale, shift, out->raw.data());
+  } else if (type == dt::bf16) {
+    F32ToBf16(x, n, reinterpret_cast<uint16_t*>(out->raw.data()));
+  } else {
+    std::memcpy(out->f32.data(), x, n * sizeof(float));
+  }
+}
+
 }  // namespace
 
 bool CpuHasInt8Vnni() {
@@ -26,6 +82,14 @@ bool CpuHasInt8Vnni() {
          isa == dnnl::cpu_isa::avx512_core_bf16 ||
          isa == dnnl::cpu_isa::avx512_core_amx ||
          isa == dnnl::cpu_isa::avx2_vnni;
+}
+
+bool CpuSupportsBf16() {
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core ||
+         isa == dnnl::cpu_isa::avx512_core_vnni ||
+         isa == dnnl::cpu_isa::avx512_core_bf16 ||
+         isa == dnnl::cpu_isa::avx512_core_amx;
 }
 
 std::string CpuIsaName() {
@@ -64,8 +128,11 @@ StatusOr<Precision> ParsePrecision(const std::string& name) {
 struct LayerPlan {
   const RnnLayerSpec* spec = nullptr;
   bool int8 = false;
-  dt src_type = dt::f32;  // u8 when int8
-  dt dst_type = dt::f32;  // u8 when the next layer takes our u8 output
+  bool bf16 = false;
+  dt src_type = dt::f32;   // u8 (int8), bf16 (bf16) or f32
+  dt dst_type = dt::f32;   // the next layer's src_type when it can take ours
+  dt iter_type = dt::f32;  // h: u8 for int8 (kernel choice), bf16 for bf16
+  dt weights_type = dt::f32;
   float data_scale = 1.0f;
   float data_shift = 0.0f;
   float input_scale = 1.0f;  // data_scale * input_alpha, for quantizing input
@@ -166,11 +233,11 @@ StatusOr<LayerPrimitive> RnnModel::Impl::BuildLayer(LayerPlan& plan,
     // int8 layers keep h on the u8 grid (oneDNN 2.6 picks its brgemm int8
     // kernel only for u8 src_iter/dst_iter; with f32 ones it runs the
     // reference kernel); c is f32 in both modes.
-    out.src_iter_md = dnnl::memory::desc({1, D, N, H}, plan.src_type, tag::ldnc);
+    out.src_iter_md = dnnl::memory::desc({1, D, N, H}, plan.iter_type, tag::ldnc);
     out.dst_iter_md = out.src_iter_md;
     out.iter_c_md = dnnl::memory::desc({1, D, N, H}, dt::f32, tag::ldnc);
     out.bias_md = dnnl::memory::desc(plan.BiasDims(), dt::f32, tag::ldgo);
-    const dt wtype = plan.int8 ? dt::s8 : dt::f32;
+    const dt wtype = plan.weights_type;
     auto wl_md = dnnl::memory::desc(plan.WeightsLayerDims(), wtype, tag::any);
     auto wi_md = dnnl::memory::desc(plan.WeightsIterDims(), wtype, tag::any);
     const auto dir = D == 2 ? dnnl::rnn_direction::bidirectional_concat
@@ -254,8 +321,10 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
   if (!spec) return InvalidArgument("RnnModel::Create: no model spec");
   const std::string problem = ValidateModelSpec(*spec);
   if (!problem.empty()) return InvalidArgument("invalid model: " + problem);
-  if (options.precision == Precision::kBf16) {
-    return Unimplemented("bf16 execution is not available yet (issue 3)");
+  if (options.precision == Precision::kBf16 && !CpuSupportsBf16()) {
+    return Unimplemented(
+        "bf16 execution needs a CPU with AVX-512 (oneDNN 2.6 runs bf16 RNNs "
+        "on avx512_core and newer); this CPU dispatches to " + CpuIsaName());
   }
   if (options.intra_op_threads < 1) {
     return InvalidArgument("intra_op_threads must be >= 1");
@@ -284,6 +353,8 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
     plan->int8 = q && q->quantized && l.cell == CellType::kLstm;
     if (plan->int8) {
       plan->src_type = dt::u8;
+      plan->iter_type = dt::u8;
+      plan->weights_type = dt::s8;
       plan->data_scale = q->data_scale;
       plan->data_shift = q->data_shift;
       plan->input_scale = q->data_scale * q->input_alpha;
@@ -319,6 +390,10 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
         return FromDnnl(e, "int8 attributes");
       }
     } else {
+      plan->bf16 = options.precision == Precision::kBf16;
+      if (plan->bf16) {
+        plan->src_type = plan->iter_type = plan->weights_type = dt::bf16;
+      }
       plan->w_layer_user = l.w_layer;
       plan->w_iter_user = l.w_iter;
     }
@@ -326,24 +401,25 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
     impl->plans.push_back(std::move(plan));
   }
   // Wire data types between layers: an int8 layer passes u8 straight to an
-  // int8 successor calibrated on the same grid; otherwise activations cross
-  // the boundary in f32 and int8 layers quantize their input themselves.
-  for (size_t i = 0; i < L; ++i) {
+  // int8 successor calibrated on the same grid, bf16 layers pass bf16;
+  // otherwise activations cross the boundary in f32 and a layer converts
+  // its input itself (int8: quantizes it on its own grid).
+  for (size_t i = 0; i + 1 < L; ++i) {
     LayerPlan& p = *impl->plans[i];
-    if (!p.int8) continue;
-    const bool chained = i > 0 && impl->plans[i - 1]->int8 &&
-                         options.quantization->layers[i].chained_u8_input;
-    if (chained) {
-      impl->plans[i - 1]->dst_type = dt::u8;
-    } else {
-      p.quantize_input = true;
+    const LayerPlan& next = *impl->plans[i + 1];
+    if (p.int8 && next.int8 && options.quantization->layers[i + 1].chained_u8_input) {
+      p.dst_type = dt::u8;
+    } else if (p.bf16 && next.bf16) {
+      p.dst_type = dt::bf16;
     }
   }
-  for (size_t i = 1; i < L; ++i) {
-    // A u8 input that is not chained would be a calibration bug.
-    if (impl->plans[i]->int8 && !impl->plans[i]->quantize_input &&
-        impl->plans[i - 1]->dst_type != dt::u8) {
-      return Internal("layer " + std::to_string(i) + ": u8 input not chained");
+  if (impl->plans.back()->bf16) impl->plans.back()->dst_type = dt::bf16;
+  for (size_t i = 0; i < L; ++i) {
+    LayerPlan& p = *impl->plans[i];
+    const dt incoming = i == 0 ? dt::f32 : impl->plans[i - 1]->dst_type;
+    p.quantize_input = p.int8 && incoming == dt::f32;
+    if (incoming != p.src_type && incoming != dt::f32) {
+      return Internal("layer " + std::to_string(i) + ": input type mismatch");
     }
   }
   auto model = std::unique_ptr<RnnModel>(
@@ -359,7 +435,9 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
 std::vector<Precision> RnnModel::layer_precisions() const {
   std::vector<Precision> out;
   for (const auto& p : impl_->plans) {
-    out.push_back(p->int8 ? Precision::kInt8 : Precision::kF32);
+    out.push_back(p->int8   ? Precision::kInt8
+                  : p->bf16 ? Precision::kBf16
+                            : Precision::kF32);
   }
   return out;
 }
@@ -489,12 +567,14 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
   OneDnnThreadContext& ctx = ThreadContext();
   out->final_state.assign(L, LayerState());
 
-  std::vector<float> cur_f32 = std::move(x);  // current layer input (f32)
-  std::vector<uint8_t> cur_u8;                // or u8, when chained
-  std::vector<float> next_f32;
-  std::vector<uint8_t> next_u8;
+  // Activations between layers, sequence-major [T][N][C], in the type the
+  // producing layer wrote (f32, u8 on a grid, or bf16).
+  Activations cur;
+  cur.type = dt::f32;
+  cur.f32 = std::move(x);
+  Activations next, converted;
   std::vector<float> zeros;
-  std::vector<uint8_t> h0_u8, hn_u8;
+  std::vector<uint8_t> h0_raw, hn_raw;
   try {
     for (size_t i = 0; i < L; ++i) {
       const LayerPlan& plan = *impl_->plans[i];
@@ -504,25 +584,15 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
       const size_t state_size =
           static_cast<size_t>(l.directions) * N * l.hidden_size;
 
-      void* src_ptr;
-      if (plan.int8 && plan.quantize_input) {
-        cur_u8.resize(static_cast<size_t>(NT) * l.input_size);
-        QuantizeU8(cur_f32.data(), static_cast<int64_t>(cur_u8.size()),
-                   plan.input_scale, plan.data_shift, cur_u8.data());
-        src_ptr = cur_u8.data();
-      } else if (plan.int8) {
-        src_ptr = cur_u8.data();  // chained from the previous layer
-      } else {
-        src_ptr = cur_f32.data();
+      const Activations* src = &cur;
+      if (cur.type != plan.src_type) {
+        // Only f32 arrives in a foreign type (see the wiring in Create).
+        ConvertFromF32(cur.f32.data(), static_cast<int64_t>(cur.f32.size()),
+                       plan.src_type, plan.input_scale, plan.data_shift,
+                       &converted);
+        src = &converted;
       }
-      void* dst_ptr;
-      if (plan.dst_type == dt::u8) {
-        next_u8.resize(static_cast<size_t>(NT) * out_ch);
-        dst_ptr = next_u8.data();
-      } else {
-        next_f32.resize(static_cast<size_t>(NT) * out_ch);
-        dst_ptr = next_f32.data();
-      }
+      next.Resize(plan.dst_type, NT * out_ch);
 
       LayerState& fin = out->final_state[i];
       fin.h.assign(state_size, 0.0f);
@@ -538,18 +608,24 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
         h0 = zeros.data();
         c0 = zeros.data();
       }
-      // int8: h crosses the call boundary in f32 and lives on the u8 grid
-      // inside; values from a previous call are on the grid already, so the
-      // round trip is exact.
+      // h crosses the call boundary in f32; inside it lives in iter_type
+      // (int8: on the u8 grid, so a state from a previous call round-trips
+      // exactly).
       void* h0_ptr = const_cast<float*>(h0);
       void* hn_ptr = fin.h.data();
-      if (plan.int8) {
-        h0_u8.resize(state_size);
-        hn_u8.resize(state_size);
-        QuantizeU8(h0, static_cast<int64_t>(state_size), plan.data_scale,
-                   plan.data_shift, h0_u8.data());
-        h0_ptr = h0_u8.data();
-        hn_ptr = hn_u8.data();
+      if (plan.iter_type != dt::f32) {
+        const size_t esize = plan.iter_type == dt::u8 ? 1 : 2;
+        h0_raw.resize(state_size * esize);
+        hn_raw.resize(state_size * esize);
+        if (plan.iter_type == dt::u8) {
+          QuantizeU8(h0, static_cast<int64_t>(state_size), plan.data_scale,
+                     plan.data_shift, h0_raw.data());
+        } else {
+          F32ToBf16(h0, static_cast<int64_t>(state_size),
+                    reinterpret_cast<uint16_t*>(h0_raw.data()));
+        }
+        h0_ptr = h0_raw.data();
+        hn_ptr = hn_raw.data();
       }
       if (ctx.scratchpad.size() < lp.scratchpad_bytes) {
         ctx.scratchpad.resize(lp.scratchpad_bytes);
@@ -558,13 +634,13 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
       auto bias_mem = dnnl::memory(lp.bias_md, eng,
                                    const_cast<float*>(plan.bias.data()));
       std::unordered_map<int, dnnl::memory> args = {
-          {DNNL_ARG_SRC_LAYER, dnnl::memory(lp.src_layer_md, eng, src_ptr)},
-          {DNNL_ARG_SRC_ITER,
-           dnnl::memory(lp.src_iter_md, eng, h0_ptr)},
+          {DNNL_ARG_SRC_LAYER,
+           dnnl::memory(lp.src_layer_md, eng, const_cast<void*>(src->data()))},
+          {DNNL_ARG_SRC_ITER, dnnl::memory(lp.src_iter_md, eng, h0_ptr)},
           {DNNL_ARG_WEIGHTS_LAYER, lp.weights_layer},
           {DNNL_ARG_WEIGHTS_ITER, lp.weights_iter},
           {DNNL_ARG_BIAS, bias_mem},
-          {DNNL_ARG_DST_LAYER, dnnl::memory(lp.dst_layer_md, eng, dst_ptr)},
+          {DNNL_ARG_DST_LAYER, dnnl::memory(lp.dst_layer_md, eng, next.data())},
           {DNNL_ARG_DST_ITER, dnnl::memory(lp.dst_iter_md, eng, hn_ptr)},
           {DNNL_ARG_SCRATCHPAD,
            dnnl::memory(dnnl::memory::desc({static_cast<dnnl::memory::dim>(
@@ -580,26 +656,31 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
       }
       lp.primitive.execute(ctx.stream, args);
       ctx.stream.wait();
-      if (plan.int8) {
+      if (plan.iter_type == dt::u8) {
         const float inv = 1.0f / plan.data_scale;
         for (size_t k = 0; k < state_size; ++k) {
-          fin.h[k] = (static_cast<float>(hn_u8[k]) - plan.data_shift) * inv;
+          fin.h[k] = (static_cast<float>(hn_raw[k]) - plan.data_shift) * inv;
         }
+      } else if (plan.iter_type == dt::bf16) {
+        Bf16ToF32(reinterpret_cast<const uint16_t*>(hn_raw.data()),
+                  static_cast<int64_t>(state_size), fin.h.data());
       }
 
       if (observer) {
-        observer(static_cast<int>(i), cur_f32.data(), l.input_size,
-                 next_f32.data(), static_cast<int>(out_ch), T, N);
+        observer(static_cast<int>(i), cur.f32.data(), l.input_size,
+                 next.f32.data(), static_cast<int>(out_ch), T, N);
       }
-      if (plan.dst_type == dt::u8) {
-        std::swap(cur_u8, next_u8);
-      } else {
-        std::swap(cur_f32, next_f32);
-      }
+      std::swap(cur, next);
     }
   } catch (const dnnl::error& e) {
     return FromDnnl(e, "running the model");
   }
+  if (cur.type == dt::bf16) {
+    cur.f32.resize(cur.raw.size() / 2);
+    Bf16ToF32(reinterpret_cast<const uint16_t*>(cur.raw.data()),
+              static_cast<int64_t>(cur.f32.size()), cur.f32.data());
+  }
+  std::vector<float>& cur_f32 = cur.f32;
 
   // cur_f32 holds the last layer's output [T][N][C].
   const int C = spec.layers.back().output_size();

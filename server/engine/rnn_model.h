@@ -10,8 +10,10 @@
 // Precision: kF32 runs every layer with oneDNN's f32 kernels. kInt8 runs LSTM
 // layers on oneDNN's int8 RNN primitive with the given QuantizationSpec; GRU
 // layers (no int8 linear-before-reset GRU in oneDNN 2.6) run in f32 and are
-// reported by layer_precisions(). The embedding lookup and the Linear head
-// run in f32 in both modes.
+// reported by layer_precisions(). kBf16 runs every layer with bf16 data and
+// weights (f32 bias and cell state) where the CPU supports it, and is
+// UNIMPLEMENTED elsewhere. The embedding lookup and the Linear head run in
+// f32 in every mode.
 #ifndef RNNSERVE_ENGINE_RNN_MODEL_H_
 #define RNNSERVE_ENGINE_RNN_MODEL_H_
 
@@ -35,6 +37,9 @@ enum class Precision { kF32, kInt8, kBf16 };
 // runs s8 weights on a 7-bit range (|s8| <= 63) so that no sum can saturate
 // (255 * 63 * 2 < 32767), at the cost of one bit of weight resolution.
 bool CpuHasInt8Vnni();
+// True when oneDNN 2.6 can run bf16 RNN primitives here (AVX-512 and newer;
+// natively with AVX512_BF16, emulated on plain AVX-512).
+bool CpuSupportsBf16();
 // oneDNN's name for the ISA it dispatches to ("avx2", "avx512_core_vnni"...).
 std::string CpuIsaName();
 const char* PrecisionName(Precision p);

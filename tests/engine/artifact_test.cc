@@ -103,7 +103,9 @@ TEST(ArtifactTest, CorruptTruncatedAndForeignFilesAreClearErrors) {
     std::string b = f.bytes;
     b[i] = static_cast<char>(b[i] ^ 0x5a);
     auto r = ParseArtifact(b, "flip");
-    if (r.ok()) EXPECT_EQ(ValidateModelSpec(r->spec), "");
+    if (r.ok()) {
+      EXPECT_EQ(ValidateModelSpec(r->spec), "");
+    }
   }
   EXPECT_EQ(LoadArtifactFile("/nonexistent/x.rnnq").status().code(),
             StatusCode::kNotFound);

@@ -403,3 +403,51 @@ TEST(RnnModelTest, Int8WithoutQuantizationIsRefused) {
 }  // namespace
 }  // namespace rnnserve::engine
 
+
+namespace rnnserve::engine {
+namespace {
+
+// bf16 where the CPU has it (AVX-512): close to f32 for LSTM and GRU, stacked
+// and bidirectional, with state carry. Elsewhere: a clear UNIMPLEMENTED that
+// names the CPU's ISA, never a crash or a silent f32 run.
+TEST(RnnModelTest, Bf16CloseToF32OrClearlyUnavailable) {
+  for (CellType cell : {CellType::kLstm, CellType::kGru}) {
+    RandomModelOptions o;
+    o.cell = cell;
+    o.layers = 2;
+    o.directions = 2;
+    o.input_size = 64;
+    o.hidden_size = 128;
+    o.head_out = 10;
+    const ModelSpec spec = RandomModel(o);
+    auto shared = std::make_shared<const ModelSpec>(spec);
+    RnnModelOptions bo;
+    bo.precision = Precision::kBf16;
+    auto bf16 = RnnModel::Create(shared, bo);
+    if (!CpuSupportsBf16()) {
+      ASSERT_FALSE(bf16.ok());
+      EXPECT_EQ(bf16.status().code(), StatusCode::kUnimplemented);
+      EXPECT_NE(bf16.status().message().find(CpuIsaName()), std::string::npos)
+          << bf16.status().message();
+      continue;
+    }
+    ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
+    EXPECT_EQ((*bf16)->layer_precisions(),
+              (std::vector<Precision>{Precision::kBf16, Precision::kBf16}));
+    auto f32 = MakeF32(spec);
+    const SequenceSet x = RandomSequences(spec, 8, 30, 3);
+    RunOutput a, b;
+    ASSERT_TRUE(f32->Run(SliceSequences(spec, x, 0, 8), &a).ok());
+    ASSERT_TRUE((*bf16)->Run(SliceSequences(spec, x, 0, 8), &b).ok());
+    // bf16 keeps 8 significant bits: about 0.4 % relative per value.
+    EXPECT_LT(MeanAbsDiff(a.output, b.output), 0.01);
+    EXPECT_LT(MaxAbsDiff(a.output, b.output), 0.06);
+    EXPECT_GT(MaxAbsDiff(a.output, b.output), 0.0) << "bf16 identical to f32?";
+    for (size_t l = 0; l < 2; ++l) {
+      EXPECT_LT(MaxAbsDiff(a.final_state[l].h, b.final_state[l].h), 0.06);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rnnserve::engine
