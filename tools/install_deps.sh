@@ -16,7 +16,8 @@ PY_PKGS=(
   python3-grpcio python3-grpc-tools python3-prometheus-client
   libopenblas0-openmp
 )
-TEST_PKGS=(prometheus)
+# fortunes: the text tools/train_demo_model.py trains the demo model on.
+TEST_PKGS=(prometheus gnuplot-nox fortunes)
 
 want=("${BUILD_PKGS[@]}")
 case "${1:-all}" in

@@ -49,7 +49,8 @@ class ScopedOmpThreads {
   int saved_;
 };
 
-// Quantizes f32 -> u8 on a grid: clamp(nearbyint(scale * x + shift), 0, 255).
+// Quantizes f32 -> u8 on a grid: round(clamp(scale * x + shift, 0, 255)),
+// ties rounded up.
 void QuantizeU8(const float* x, int64_t n, float scale, float shift,
                 uint8_t* out);
 

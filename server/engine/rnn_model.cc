@@ -44,8 +44,11 @@ struct Activations {
   dt type = dt::f32;
   std::vector<float> f32;    // when type is f32
   std::vector<uint8_t> raw;  // u8 values, or bf16 as 2-byte pairs
+  const float* external = nullptr;  // borrowed f32 input (layer 0 features)
 
+  const float* f32_data() const { return external ? external : f32.data(); }
   void Resize(dt t, int64_t n) {
+    external = nullptr;
     type = t;
     if (t == dt::f32) {
       f32.resize(n);
@@ -54,7 +57,7 @@ struct Activations {
     }
   }
   const void* data() const {
-    return type == dt::f32 ? static_cast<const void*>(f32.data()) : raw.data();
+    return type == dt::f32 ? static_cast<const void*>(f32_data()) : raw.data();
   }
   void* data() {
     return type == dt::f32 ? static_cast<void*>(f32.data()) : raw.data();
@@ -227,9 +230,11 @@ StatusOr<LayerPrimitive> RnnModel::Impl::BuildLayer(LayerPlan& plan,
                           H = l.hidden_size, C = l.input_size;
   LayerPrimitive out;
   try {
-    out.src_layer_md = dnnl::memory::desc({T, N, C}, plan.src_type, tag::tnc);
+    // Batch-major activations (ntc): the API's own layout, so requests need
+    // no transposes on the way in or out.
+    out.src_layer_md = dnnl::memory::desc({T, N, C}, plan.src_type, tag::ntc);
     out.dst_layer_md =
-        dnnl::memory::desc({T, N, D * H}, plan.dst_type, tag::tnc);
+        dnnl::memory::desc({T, N, D * H}, plan.dst_type, tag::ntc);
     // int8 layers keep h on the u8 grid (oneDNN 2.6 picks its brgemm int8
     // kernel only for u8 src_iter/dst_iter; with f32 ones it runs the
     // reference kernel); c is f32 in both modes.
@@ -498,45 +503,47 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
                            " layers, the model has " + std::to_string(L));
   }
 
-  // Layer-0 input, sequence-major [T][N][C] f32.
+  // Layer-0 input, batch-major [N][T][C] f32: the caller's features as they
+  // are, or the embedding rows of the token ids.
   const int C0 = spec.layers[0].input_size;
-  std::vector<float> x(static_cast<size_t>(NT) * C0);
+  std::vector<float> x;
+  const float* x_ptr = nullptr;
   if (spec.input_kind == InputKind::kTokenIds) {
     if (!in.tokens) return InvalidArgument("input: token ids expected");
     const int E = spec.embedding.dim;
-    for (int n = 0; n < N; ++n) {
-      for (int t = 0; t < T; ++t) {
-        const int64_t id = in.tokens[static_cast<int64_t>(n) * T + t];
-        if (id < 0 || id >= spec.embedding.vocab_size) {
-          return InvalidArgument(
-              "input: token id " + std::to_string(id) + " at [" +
-              std::to_string(n) + ", " + std::to_string(t) +
-              "] outside the vocabulary [0, " +
-              std::to_string(spec.embedding.vocab_size) + ")");
-        }
-        std::memcpy(&x[(static_cast<size_t>(t) * N + n) * E],
-                    &spec.embedding.table[static_cast<size_t>(id) * E],
-                    E * sizeof(float));
+    x.resize(static_cast<size_t>(NT) * E);
+    for (int64_t k = 0; k < NT; ++k) {
+      const int64_t id = in.tokens[k];
+      if (id < 0 || id >= spec.embedding.vocab_size) {
+        return InvalidArgument(
+            "input: token id " + std::to_string(id) + " at [" +
+            std::to_string(k / T) + ", " + std::to_string(k % T) +
+            "] outside the vocabulary [0, " +
+            std::to_string(spec.embedding.vocab_size) + ")");
       }
+      std::memcpy(&x[static_cast<size_t>(k) * E],
+                  &spec.embedding.table[static_cast<size_t>(id) * E],
+                  E * sizeof(float));
     }
+    x_ptr = x.data();
   } else {
     if (!in.features) return InvalidArgument("input: features expected");
-    for (int n = 0; n < N; ++n) {
-      for (int t = 0; t < T; ++t) {
-        const float* src = in.features + (static_cast<int64_t>(n) * T + t) * C0;
-        for (int c = 0; c < C0; ++c) {
-          if (!std::isfinite(src[c])) {
-            return InvalidArgument("input: non-finite value (" +
-                                   std::to_string(src[c]) + ") at [" +
-                                   std::to_string(n) + ", " +
-                                   std::to_string(t) + ", " +
-                                   std::to_string(c) + "]");
-          }
+    const int64_t count = NT * C0;
+    // One branch-free pass; the slow path runs only to name the bad value.
+    bool finite = true;
+    for (int64_t k = 0; k < count; ++k) finite &= std::isfinite(in.features[k]);
+    if (!finite) {
+      for (int64_t k = 0; k < count; ++k) {
+        if (!std::isfinite(in.features[k])) {
+          return InvalidArgument(
+              "input: non-finite value (" + std::to_string(in.features[k]) +
+              ") at [" + std::to_string(k / (static_cast<int64_t>(T) * C0)) +
+              ", " + std::to_string((k / C0) % T) + ", " +
+              std::to_string(k % C0) + "]");
         }
-        std::memcpy(&x[(static_cast<size_t>(t) * N + n) * C0], src,
-                    C0 * sizeof(float));
       }
     }
+    x_ptr = in.features;
   }
   for (size_t i = 0; in.initial_state && i < L; ++i) {
     const auto& l = spec.layers[i];
@@ -567,11 +574,11 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
   OneDnnThreadContext& ctx = ThreadContext();
   out->final_state.assign(L, LayerState());
 
-  // Activations between layers, sequence-major [T][N][C], in the type the
+  // Activations between layers, batch-major [N][T][C], in the type the
   // producing layer wrote (f32, u8 on a grid, or bf16).
   Activations cur;
   cur.type = dt::f32;
-  cur.f32 = std::move(x);
+  cur.external = x_ptr;
   Activations next, converted;
   std::vector<float> zeros;
   std::vector<uint8_t> h0_raw, hn_raw;
@@ -587,9 +594,8 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
       const Activations* src = &cur;
       if (cur.type != plan.src_type) {
         // Only f32 arrives in a foreign type (see the wiring in Create).
-        ConvertFromF32(cur.f32.data(), static_cast<int64_t>(cur.f32.size()),
-                       plan.src_type, plan.input_scale, plan.data_shift,
-                       &converted);
+        ConvertFromF32(cur.f32_data(), NT * l.input_size, plan.src_type,
+                       plan.input_scale, plan.data_shift, &converted);
         src = &converted;
       }
       next.Resize(plan.dst_type, NT * out_ch);
@@ -667,8 +673,8 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
       }
 
       if (observer) {
-        observer(static_cast<int>(i), cur.f32.data(), l.input_size,
-                 next.f32.data(), static_cast<int>(out_ch), T, N);
+        observer(static_cast<int>(i), cur.f32_data(), l.input_size,
+                 next.f32_data(), static_cast<int>(out_ch), T, N);
       }
       std::swap(cur, next);
     }
@@ -679,28 +685,25 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
     cur.f32.resize(cur.raw.size() / 2);
     Bf16ToF32(reinterpret_cast<const uint16_t*>(cur.raw.data()),
               static_cast<int64_t>(cur.f32.size()), cur.f32.data());
+    cur.type = dt::f32;
   }
-  std::vector<float>& cur_f32 = cur.f32;
 
-  // cur_f32 holds the last layer's output [T][N][C].
+  // `cur` holds the last layer's output, batch-major [N][T][C] f32.
   const int C = spec.layers.back().output_size();
   std::vector<float> feats;
   int64_t rows;
   if (spec.last_step_only) {
     rows = N;
-    feats.assign(cur_f32.begin() + static_cast<int64_t>(T - 1) * N * C,
-                 cur_f32.begin() + static_cast<int64_t>(T) * N * C);
+    feats.resize(static_cast<size_t>(N) * C);
+    for (int n = 0; n < N; ++n) {
+      std::memcpy(&feats[static_cast<size_t>(n) * C],
+                  cur.f32_data() + (static_cast<int64_t>(n) * T + T - 1) * C,
+                  C * sizeof(float));
+    }
     out->shape = {N};
   } else {
     rows = NT;
-    feats.resize(static_cast<size_t>(NT) * C);
-    for (int t = 0; t < T; ++t) {
-      for (int n = 0; n < N; ++n) {
-        std::memcpy(&feats[(static_cast<size_t>(n) * T + t) * C],
-                    &cur_f32[(static_cast<size_t>(t) * N + n) * C],
-                    C * sizeof(float));
-      }
-    }
+    feats = std::move(cur.f32);
     out->shape = {N, T};
   }
   if (spec.has_head) {

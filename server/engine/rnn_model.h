@@ -64,8 +64,8 @@ struct RnnModelOptions {
   int max_batch = 4096;
 };
 
-// Observes each layer's f32 input and output during RunF32Observed; used by
-// calibration. Arrays are sequence-major [T][N][C].
+// Observes each layer's f32 input and output during RunObserved; used by
+// calibration. Arrays are batch-major [N][T][C].
 using LayerObserver = std::function<void(int layer, const float* input,
                                          int input_channels,
                                          const float* output,
