@@ -4,6 +4,7 @@
 //   rnnserve-model quantize MODEL.onnx --calibration CAL.npy -o OUT
 //                  [--method minmax|percentile|mse] [--percentile P]
 //                  [--per-tensor] [--report REPORT.json] [--holdout X.npy]
+//                  [--labels Y.npy] [--plot PLOT.png]
 //   rnnserve-model run MODEL --input X.npy --output Y.npy
 //                  [--precision f32|int8] [--calibration CAL.npy]
 //                  [--method M] [--percentile P] [--per-tensor]
@@ -39,6 +40,7 @@
 #include "server/engine/quantization.h"
 #include "server/engine/rnn_model.h"
 #include "server/engine/sequence_io.h"
+#include "tools/quant_report.h"
 
 namespace rnnserve::tool {
 namespace {
@@ -58,7 +60,7 @@ constexpr char kUsage[] =
     "  rnnserve-model quantize MODEL.onnx --calibration CAL.npy -o OUT\n"
     "                 [--method minmax|percentile|mse] [--percentile P]\n"
     "                 [--per-tensor] [--report REPORT.json] [--holdout X.npy]\n"
-    "                 [--batch N] [--threads K]\n"
+    "                 [--labels Y.npy] [--plot PLOT.png] [--batch N] [--threads K]\n"
     "  rnnserve-model run MODEL --input X.npy --output Y.npy\n"
     "                 [--precision f32|int8] [--calibration CAL.npy]\n"
     "                 [--method M] [--percentile P] [--per-tensor]\n"
@@ -68,7 +70,12 @@ constexpr char kUsage[] =
     "                 [--duration S] [--min-iterations I] [--json]\n"
     "MODEL is an ONNX model or a quantized artifact (*.rnnq) written by\n"
     "`quantize`. Arrays are .npy in the model's layout ([N,T,F] features or\n"
-    "[N,T] token ids; [T,N,...] for sequence-major models).\n";
+    "[N,T] token ids; [T,N,...] for sequence-major models).\n"
+    "quantize --report compares int8 calibration methods, per-channel and\n"
+    "per-tensor weights, and simulated 4-bit log2 weights against f32 on\n"
+    "--holdout (default: the calibration set); --labels (int64 class ids,\n"
+    "the output's shape without its last axis) adds the task accuracy; the\n"
+    "plot (--plot, default REPORT.png) needs gnuplot.\n";
 
 struct Args {
   std::vector<std::string> positional;
@@ -398,121 +405,6 @@ int Run(const Args& a) {
 
 // ---- quantize + report ----------------------------------------------------
 
-struct Comparison {
-  std::vector<double> step_mean_abs, step_max_abs;  // per time step
-  double mean_abs = 0, max_abs = 0, rel_l2 = 0;
-  bool classifier = false;
-  double top1_agreement = 0, mean_kl = 0;
-};
-
-// Probabilities of one output row, whatever the model's activation.
-std::vector<double> Probabilities(const ModelSpec& s, const float* y, int O) {
-  std::vector<double> p(O);
-  if (s.activation == engine::OutputActivation::kSoftmax) {
-    for (int o = 0; o < O; ++o) p[o] = y[o];
-  } else if (s.activation == engine::OutputActivation::kLogSoftmax) {
-    for (int o = 0; o < O; ++o) p[o] = std::exp(static_cast<double>(y[o]));
-  } else {
-    const double m = *std::max_element(y, y + O);
-    double sum = 0;
-    for (int o = 0; o < O; ++o) sum += p[o] = std::exp(y[o] - m);
-    for (auto& v : p) v /= sum;
-  }
-  return p;
-}
-
-Comparison Compare(const ModelSpec& s, const std::vector<int64_t>& shape,
-                   const std::vector<float>& ref, const std::vector<float>& got) {
-  Comparison c;
-  const int64_t N = shape[0];
-  const int64_t T = shape.size() == 3 ? shape[1] : 1;
-  const int O = static_cast<int>(shape.back());
-  c.step_mean_abs.assign(T, 0.0);
-  c.step_max_abs.assign(T, 0.0);
-  double se = 0, ref2 = 0, sum_abs = 0;
-  // Treat outputs as class scores when they are probabilities or logits of a
-  // multi-output head.
-  c.classifier = s.activation != engine::OutputActivation::kNone ||
-                 (s.has_head && O >= 2);
-  int64_t agree = 0;
-  double kl = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t t = 0; t < T; ++t) {
-      const size_t base = static_cast<size_t>((n * T + t) * O);
-      for (int o = 0; o < O; ++o) {
-        const double d = std::fabs(static_cast<double>(got[base + o]) - ref[base + o]);
-        c.step_mean_abs[t] += d;
-        c.step_max_abs[t] = std::max(c.step_max_abs[t], d);
-        sum_abs += d;
-        se += d * d;
-        ref2 += static_cast<double>(ref[base + o]) * ref[base + o];
-      }
-      if (c.classifier) {
-        const float* r = &ref[base];
-        const float* g = &got[base];
-        agree += (std::max_element(r, r + O) - r) == (std::max_element(g, g + O) - g);
-        const auto p = Probabilities(s, r, O), q = Probabilities(s, g, O);
-        for (int o = 0; o < O; ++o) {
-          if (p[o] > 0) kl += p[o] * (std::log(p[o]) - std::log(std::max(q[o], 1e-30)));
-        }
-      }
-    }
-  }
-  for (int64_t t = 0; t < T; ++t) c.step_mean_abs[t] /= static_cast<double>(N) * O;
-  c.mean_abs = sum_abs / (static_cast<double>(N) * T * O);
-  for (double m : c.step_max_abs) c.max_abs = std::max(c.max_abs, m);
-  c.rel_l2 = ref2 > 0 ? std::sqrt(se / ref2) : 0;
-  if (c.classifier) {
-    c.top1_agreement = static_cast<double>(agree) / (N * T);
-    c.mean_kl = kl / (N * T);
-  }
-  return c;
-}
-
-// Median milliseconds of one batch, alternating the two models.
-void TimeModels(const RnnModel& a, const RnnModel& b, const SequenceSet& set,
-                int batch, double* ms_a, double* ms_b) {
-  const int n = static_cast<int>(std::min<int64_t>(batch, set.sequences));
-  const engine::RunInput in = engine::SliceSequences(a.spec(), set, 0, n);
-  RunOutput out;
-  std::vector<double> ta, tb;
-  (void)a.Run(in, &out);  // warm-up
-  (void)b.Run(in, &out);
-  for (int rep = 0; rep < 15; ++rep) {
-    for (int which = 0; which < 2; ++which) {
-      const RnnModel& m = which ? b : a;
-      const auto t0 = std::chrono::steady_clock::now();
-      (void)m.Run(in, &out);
-      (which ? tb : ta).push_back(std::chrono::duration<double, std::milli>(
-                                      std::chrono::steady_clock::now() - t0)
-                                      .count());
-    }
-  }
-  std::sort(ta.begin(), ta.end());
-  std::sort(tb.begin(), tb.end());
-  *ms_a = ta[ta.size() / 2];
-  *ms_b = tb[tb.size() / 2];
-}
-
-std::string JsonArray(const std::vector<double>& v) {
-  std::ostringstream s;
-  s.precision(6);
-  s << "[";
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  s << "]";
-  return s.str();
-}
-
-std::string JsonString(const std::string& v) {
-  std::string out = "\"";
-  for (char ch : v) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    if (static_cast<unsigned char>(ch) < 0x20) continue;
-    out += ch;
-  }
-  return out + "\"";
-}
-
 int Quantize(const Args& a) {
   if (a.positional.size() != 1 || !a.flags.count("--calibration") ||
       !a.flags.count("-o")) {
@@ -556,84 +448,30 @@ int Quantize(const Args& a) {
   }
   if (!a.flags.count("--report")) return 0;
 
-  // Report: int8 vs f32 on the hold-out set (or the calibration set).
-  const std::string eval_path = a.flags.count("--holdout")
-                                    ? a.flags.at("--holdout")
-                                    : a.flags.at("--calibration");
-  auto eval = LoadSequences(*loaded->spec, eval_path);
-  if (!eval.ok()) return fail(eval.status());
-  auto f32 = BuildModel(*loaded, Precision::kF32, a, *threads, nullptr);
-  if (!f32.ok()) return fail(f32.status());
-  std::vector<int64_t> shape;
-  std::vector<float> y32, y8;
-  st = RunAll(**f32, *eval, *batch, &shape, &y32);
-  if (st.ok()) st = RunAll(**int8, *eval, *batch, &shape, &y8);
+  // Report: the variants against f32 on the hold-out set (quant_report.h).
+  QuantizationReportOptions r;
+  r.model_path = src;
+  r.spec = loaded->spec;
+  r.source_bytes = loaded->file_bytes;
+  r.source_sha256 = loaded->sha256;
+  r.artifact_path = a.flags.at("-o");
+  r.chosen = std::make_shared<const QuantizationSpec>(std::move(q));
+  r.artifact_bytes = static_cast<int64_t>(bytes->size());
+  r.calibration_path = a.flags.at("--calibration");
+  auto calibration = CalibrationFlags(a);
+  if (!calibration.ok()) return fail(calibration.status());
+  r.calibration = *calibration;
+  if (a.flags.count("--holdout")) r.holdout_path = a.flags.at("--holdout");
+  if (a.flags.count("--labels")) r.labels_path = a.flags.at("--labels");
+  if (a.flags.count("--plot")) r.plot_path = a.flags.at("--plot");
+  r.report_path = a.flags.at("--report");
+  r.batch = *batch;
+  r.threads = *threads;
+  r.progress = [](const char* label, int64_t d, int64_t t) {
+    Progress(label, d, t);
+  };
+  st = WriteQuantizationReport(r);
   if (!st.ok()) return fail(st);
-  const Comparison c = Compare(*loaded->spec, shape, y32, y8);
-  double ms32 = 0, ms8 = 0;
-  TimeModels(**f32, **int8, *eval, *batch, &ms32, &ms8);
-
-  std::cout << "report on " << eval_path << " (" << eval->sequences
-            << " sequences x " << eval->steps << " steps):\n"
-            << "  int8 vs f32 output: mean |d| " << c.mean_abs << ", max |d| "
-            << c.max_abs << ", relative L2 " << c.rel_l2 << "\n";
-  if (c.classifier) {
-    std::cout << "  top-1 agreement " << c.top1_agreement * 100
-              << " %, mean KL(f32 || int8) " << c.mean_kl << "\n";
-  }
-  std::cout << "  speed (batch " << std::min<int64_t>(*batch, eval->sequences)
-            << ", median ms): f32 " << ms32 << ", int8 " << ms8 << " ("
-            << ms32 / ms8 << "x)\n";
-  std::cout << "  mean |d| per step:";
-  for (size_t t = 0; t < c.step_mean_abs.size(); ++t) {
-    if (c.step_mean_abs.size() <= 20 || t % (c.step_mean_abs.size() / 10) == 0 ||
-        t + 1 == c.step_mean_abs.size()) {
-      std::cout << " t" << t << "=" << c.step_mean_abs[t];
-    }
-  }
-  std::cout << "\n";
-
-  std::ostringstream j;
-  j.precision(8);
-  j << "{\n  \"model\": " << JsonString(src)
-    << ",\n  \"artifact\": " << JsonString(a.flags.at("-o"))
-    << ",\n  \"calibration\": {\"method\": \""
-    << engine::CalibrationMethodName(q.method)
-    << "\", \"percentile\": " << q.percentile
-    << ", \"per_channel\": " << (q.per_channel ? "true" : "false")
-    << ", \"sequences\": " << q.calibration_sequences << "},\n  \"layers\": [";
-  for (size_t i = 0; i < q.layers.size(); ++i) {
-    const auto& l = q.layers[i];
-    j << (i ? ", " : "") << "{\"cell\": \""
-      << engine::CellTypeName(loaded->spec->layers[i].cell)
-      << "\", \"precision\": \"" << (l.quantized ? "int8" : "f32")
-      << "\", \"grid\": " << l.grid << ", \"input_clip\": " << l.input_clip
-      << ", \"input_alpha\": " << l.input_alpha
-      << ", \"observed_input_absmax\": " << l.observed_input_absmax
-      << ", \"observed_hidden_absmax\": " << l.observed_hidden_absmax << "}";
-  }
-  j << "],\n  \"evaluation\": {\"data\": " << JsonString(eval_path)
-    << ", \"sequences\": " << eval->sequences << ", \"steps\": " << eval->steps
-    << ", \"mean_abs_error\": " << c.mean_abs
-    << ", \"max_abs_error\": " << c.max_abs
-    << ", \"relative_l2_error\": " << c.rel_l2;
-  if (c.classifier) {
-    j << ", \"top1_agreement\": " << c.top1_agreement
-      << ", \"mean_kl\": " << c.mean_kl;
-  }
-  j << ",\n    \"per_step_mean_abs_error\": " << JsonArray(c.step_mean_abs)
-    << ",\n    \"per_step_max_abs_error\": " << JsonArray(c.step_max_abs)
-    << "},\n  \"size\": {\"source_bytes\": " << loaded->file_bytes
-    << ", \"artifact_bytes\": " << bytes->size() << ", \"ratio\": " << ratio
-    << "},\n  \"speed\": {\"batch\": "
-    << std::min<int64_t>(*batch, eval->sequences) << ", \"steps\": "
-    << eval->steps << ", \"threads\": " << *threads
-    << ", \"f32_ms\": " << ms32 << ", \"int8_ms\": " << ms8
-    << ", \"speedup\": " << ms32 / ms8 << "}\n}\n";
-  std::ofstream rep(a.flags.at("--report"));
-  rep << j.str();
-  if (!rep) return fail(Internal("cannot write " + a.flags.at("--report")));
-  std::cout << "wrote report " << a.flags.at("--report") << "\n";
   return 0;
 }
 
@@ -829,7 +667,8 @@ int main(int argc, char** argv) {
     bare = {"--per-tensor", "--json"};
   } else if (cmd == "quantize") {
     with_value = calib;
-    with_value.insert({"-o", "--output", "--report", "--holdout"});
+    with_value.insert(
+        {"-o", "--output", "--report", "--holdout", "--labels", "--plot"});
     bare = {"--per-tensor"};
   } else {
     std::cerr << "unknown command '" << cmd << "'\n" << rnnserve::tool::kUsage;

@@ -2,17 +2,23 @@
 // committed PyTorch goldens and the demo model, outputs checked against
 // PyTorch's own outputs.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "server/common/npy.h"
+#include "tests/engine/test_json.h"
 
 namespace rnnserve {
 namespace {
@@ -120,7 +126,8 @@ TEST(ModelToolTest, QuantizeWritesArtifactAndReportThatRunsInInt8) {
   const Result i = Tool("inspect " + art);
   EXPECT_EQ(i.exit_code, 0) << i.output;
   EXPECT_NE(i.output.find("int8 (quantized)"), std::string::npos) << i.output;
-  for (const auto& p : {art, rep, out}) std::remove(p.c_str());
+  const std::string png = TempPath("long.png");  // the report's default plot
+  for (const auto& p : {art, rep, out, png}) std::remove(p.c_str());
 }
 
 // Regression: run an artifact of the demo model with OpenMP defaulting to 2
@@ -144,6 +151,216 @@ TEST(ModelToolTest, DemoArtifactRunsWhateverTheOpenMpDefault) {
   setenv("OMP_NUM_THREADS", "1", 1);
   std::remove(art.c_str());
   std::remove(out.c_str());
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+testing::Json MustParseJson(const std::string& path) {
+  testing::Json j;
+  std::string error;
+  EXPECT_TRUE(testing::Json::Parse(ReadText(path), &j, &error))
+      << path << ": " << error;
+  return j;
+}
+
+double Number(const testing::Json& j, const std::string& key) {
+  const testing::Json* v = j.Find(key);
+  EXPECT_TRUE(v && v->type == testing::Json::Type::kNumber) << key;
+  return v && v->type == testing::Json::Type::kNumber ? v->number : NAN;
+}
+
+// The report on the demo model: every variant, its per-step errors, the task
+// accuracy against PyTorch's, sizes and the plot. The f32 accuracy and the
+// log2 size are checked against independent values (PyTorch's metrics.json;
+// the architecture's parameter counts); the variants' orderings were measured
+// before being asserted (see the comments).
+TEST(ModelToolTest, QuantizeReportComparesVariantsOnTheDemoModel) {
+  const std::string art = TempPath("report.rnnq");
+  const std::string rep = TempPath("report.json");
+  const std::string png = TempPath("report.png");  // the default: .json -> .png
+  std::remove(png.c_str());
+  const Result q = Tool("quantize " + kDemo + "/model.onnx --calibration " +
+                        kDemo + "/calibration.npy --holdout " + kData +
+                        "/demo/heldout_tokens.npy --labels " + kData +
+                        "/demo/heldout_targets.npy -o " + art + " --report " +
+                        rep + " --batch 64");
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  const testing::Json r = MustParseJson(rep);
+  const testing::Json metrics = MustParseJson(kData + "/demo/metrics.json");
+  const double pytorch_accuracy = Number(metrics, "heldout_top1_accuracy");
+  ASSERT_GT(pytorch_accuracy, 0.3);
+
+  // The keys earlier scripts read keep their meaning: the written artifact.
+  for (const char* key : {"model", "artifact", "calibration", "layers",
+                          "evaluation", "size", "speed", "variants"}) {
+    EXPECT_NE(r.Find(key), nullptr) << key;
+  }
+  const testing::Json& size = *r.Find("size");
+  const double source_bytes = Number(size, "source_bytes");
+  EXPECT_EQ(source_bytes,
+            static_cast<double>(ReadText(kDemo + "/model.onnx").size()));
+  EXPECT_EQ(Number(size, "artifact_bytes"),
+            static_cast<double>(ReadText(art).size()));
+  const testing::Json& evaluation = *r.Find("evaluation");
+  EXPECT_EQ(evaluation.Int("steps"), 64);
+  EXPECT_NEAR(Number(evaluation, "f32_task_accuracy"), pytorch_accuracy,
+              2.0 / 8192);
+
+  std::map<std::string, const testing::Json*> by_name;
+  for (const auto& v : r.Find("variants")->array) by_name[v.Str("name")] = &v;
+  for (const char* name :
+       {"int8-minmax-per-channel", "int8-percentile-per-channel",
+        "int8-mse-per-channel", "int8-minmax-per-tensor",
+        "log2-4bit-per-channel"}) {
+    ASSERT_TRUE(by_name.count(name)) << name << " missing";
+    const testing::Json& v = *by_name[name];
+    EXPECT_EQ(v.Find("per_step_mean_abs_error")->array.size(), 64u) << name;
+    EXPECT_EQ(v.Find("per_step_max_abs_error")->array.size(), 64u) << name;
+    EXPECT_GT(Number(v, "mean_abs_error"), 0.0) << name;
+    EXPECT_GE(Number(v, "max_abs_error"), Number(v, "mean_abs_error")) << name;
+    EXPECT_GT(Number(v, "top1_agreement"), 0.5) << name;
+    EXPECT_GT(Number(v, "mean_kl"), 0.0) << name;
+    const bool int8 = v.Str("weights") == "int8";
+    const auto& layers = v.Find("layer_precisions")->array;
+    ASSERT_EQ(layers.size(), 2u) << name;
+    for (const auto& l : layers)
+      EXPECT_EQ(l.string, int8 ? "int8" : "f32") << name;
+    if (int8) {
+      EXPECT_LT(Number(v, "size_bytes"), 0.4 * source_bytes) << name;
+      EXPECT_GT(Number(v, "int8_ms"), 0.0) << name;
+      EXPECT_GT(Number(v, "f32_ms"), 0.0) << name;
+    } else {
+      EXPECT_EQ(v.Str("speed"), "n/a: simulation");
+      EXPECT_TRUE(v.Bool("size_estimated"));
+    }
+  }
+  const testing::Json& minmax = *by_name["int8-minmax-per-channel"];
+  EXPECT_TRUE(minmax.Bool("chosen"));
+  EXPECT_EQ(minmax.Str("method"), "minmax");
+  EXPECT_TRUE(minmax.Bool("per_channel"));
+  EXPECT_EQ(Number(minmax, "size_bytes"), Number(size, "artifact_bytes"));
+  EXPECT_EQ(Number(minmax, "mean_abs_error"),
+            Number(evaluation, "mean_abs_error"));
+  EXPECT_EQ(by_name["int8-percentile-per-channel"]->Str("method"),
+            "percentile");
+  EXPECT_EQ(Number(*by_name["int8-percentile-per-channel"], "percentile"),
+            99.99);
+  EXPECT_EQ(by_name["int8-mse-per-channel"]->Str("method"), "mse");
+  EXPECT_FALSE(by_name["int8-minmax-per-tensor"]->Bool("per_channel", true));
+
+  // Task accuracy. Measured (AVX2 host, no VNNI): f32 0.4844 = PyTorch;
+  // per-channel minmax/percentile/mse 0.4816/0.4822/0.4816; per-tensor 0.4722
+  // and log2 0.4565, which lose more than 0.005, so they get wider bounds.
+  for (const char* name :
+       {"int8-minmax-per-channel", "int8-percentile-per-channel",
+        "int8-mse-per-channel"}) {
+    EXPECT_NEAR(Number(*by_name[name], "task_accuracy"), pytorch_accuracy,
+                0.005)
+        << name;
+  }
+  EXPECT_NEAR(Number(*by_name["int8-minmax-per-tensor"], "task_accuracy"),
+              pytorch_accuracy, 0.02);
+  EXPECT_NEAR(Number(*by_name["log2-4bit-per-channel"], "task_accuracy"),
+              pytorch_accuracy, 0.05);
+
+  // Orderings (measured mean |d|: per-channel minmax 0.111, per-tensor 0.227,
+  // log2 0.344): 4-bit log2 weights lose more than 8-bit linear ones, and one
+  // scale per tensor more than one per channel.
+  const double pc = Number(minmax, "mean_abs_error");
+  EXPECT_GT(Number(*by_name["log2-4bit-per-channel"], "mean_abs_error"), pc);
+  EXPECT_GT(Number(*by_name["log2-4bit-per-channel"], "relative_l2_error"),
+            Number(minmax, "relative_l2_error"));
+  EXPECT_GE(Number(*by_name["int8-minmax-per-tensor"], "mean_abs_error"), pc);
+  EXPECT_GE(Number(*by_name["int8-minmax-per-tensor"], "relative_l2_error"),
+            Number(minmax, "relative_l2_error"));
+
+  // log2 size from the architecture (metrics.json): LSTM weights
+  // 4*128*(32+128) + 4*128*(128+128) at 4 bits, one f32 scale per gate x unit
+  // of each of the 4 matrices, and f32 embedding 97x32, folded biases 2x512,
+  // head 128x97+97.
+  const double rnn_weights = 4 * 128 * (32 + 128) + 4 * 128 * (128 + 128);
+  const double want_log2 =
+      rnn_weights / 2 + 4 * (4 * 512) + 4 * (97 * 32 + 2 * 512 + 128 * 97 + 97);
+  EXPECT_EQ(Number(*by_name["log2-4bit-per-channel"], "size_bytes"), want_log2);
+  EXPECT_EQ(Number(*by_name["log2-4bit-per-channel"], "rnn_weights"),
+            rnn_weights);
+
+  // The table on stdout and the plot.
+  for (const char* text : {"int8-mse-per-channel", "log2-4bit-per-channel",
+                           "f32 (reference)", "wrote plot"}) {
+    EXPECT_NE(q.output.find(text), std::string::npos) << text << "\n"
+                                                      << q.output;
+  }
+  EXPECT_TRUE(r.Find("plot")->Bool("written")) << q.output;
+  EXPECT_EQ(r.Find("plot")->Str("path"), png);
+  const std::string image = ReadText(png);
+  ASSERT_GE(image.size(), 8u) << "no plot at " << png;
+  EXPECT_EQ(image.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  for (const auto& p : {art, rep, png}) std::remove(p.c_str());
+}
+
+// A GRU model with a last-step log-softmax head: the report says its layer
+// runs f32 in every variant, computes the accuracy on [N] labels (PyTorch's
+// own argmax, so f32 scores 1), skips the plot when gnuplot is missing, and
+// rejects labels of the wrong shape.
+TEST(ModelToolTest,
+     QuantizeReportOnGruNamesF32LayersAndSkipsPlotWithoutGnuplot) {
+  const std::string dir = kData + "/goldens/gru_head_last_logsoftmax_seqmajor";
+  const NpyArray expected = MustRead(dir + "/expected.npy");
+  ASSERT_EQ(expected.shape.size(), 2u);
+  const int64_t N = expected.shape[0], O = expected.shape[1];
+  std::vector<int64_t> argmax(N);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = expected.f32() + n * O;
+    argmax[n] = std::max_element(row, row + O) - row;
+  }
+  const std::string labels = TempPath("gru_labels.npy");
+  ASSERT_TRUE(WriteNpy(labels, NpyArray::FromInt64({N}, argmax)).ok());
+
+  // A PATH with `timeout` but no gnuplot.
+  const std::string bin = TempPath("bin");
+  mkdir(bin.c_str(), 0755);
+  ASSERT_EQ(symlink("/usr/bin/timeout", (bin + "/timeout").c_str()), 0);
+  const std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  setenv("PATH", bin.c_str(), 1);
+  const std::string art = TempPath("gru.rnnq");
+  const std::string rep = TempPath("gru.json");
+  const Result q = Tool("quantize " + dir + "/model.onnx --calibration " + dir +
+                        "/input.npy --labels " + labels + " -o " + art +
+                        " --report " + rep + " --plot " + TempPath("gru.png"));
+  const Result bad =
+      Tool("quantize " + dir + "/model.onnx --calibration " + dir +
+           "/input.npy --labels " + kData + "/demo/heldout_targets.npy -o " +
+           art + " --report " + rep);
+  setenv("PATH", old_path.c_str(), 1);
+  std::remove((bin + "/timeout").c_str());
+  rmdir(bin.c_str());
+
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("labels shaped"), std::string::npos) << bad.output;
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  EXPECT_NE(q.output.find("plot skipped: gnuplot not found"), std::string::npos)
+      << q.output;
+  EXPECT_NE(q.output.find("runs f32 in the int8 variants"), std::string::npos)
+      << q.output;
+  const testing::Json r = MustParseJson(rep);
+  EXPECT_FALSE(r.Find("plot")->Bool("written", true));
+  EXPECT_NE(r.Find("plot")->Str("skipped").find("gnuplot"), std::string::npos);
+  EXPECT_EQ(Number(*r.Find("reference"), "task_accuracy"), 1.0);
+  const auto& variants = r.Find("variants")->array;
+  EXPECT_EQ(variants.size(), 5u);
+  for (const auto& v : variants) {
+    const auto& layers = v.Find("layer_precisions")->array;
+    ASSERT_EQ(layers.size(), 1u);
+    EXPECT_EQ(layers[0].string, "f32") << v.Str("name");
+    EXPECT_EQ(v.Find("per_step_mean_abs_error")->array.size(), 1u);
+  }
+  for (const auto& p : {art, rep, labels}) std::remove(p.c_str());
 }
 
 TEST(ModelToolTest, UsageAndInputErrorsAreClear) {
