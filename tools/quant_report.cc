@@ -697,7 +697,7 @@ Status WriteQuantizationReport(const QuantizationReportOptions& o) {
     if (chosen_variant->layer_precisions[i] != Precision::kInt8) {
       std::cout << "  note: layer " << i << " ("
                 << engine::CellTypeName(spec.layers[i].cell)
-                << ") runs f32 in the int8 variants (no int8 kernel for it)\n";
+                << ") runs f32 in the int8 variants (not quantized)\n";
     }
   }
   const Variant& lg = variants.back();

@@ -59,8 +59,19 @@ struct RangeChoice {
   float input_clip = 1.0f;
 };
 
+// LSTM layers run on oneDNN's int8 RNN primitive, GRU layers on rnnserve's
+// int8 GRU (gru_int8.h): every layer is quantized.
 bool Quantizable(const ModelSpec& spec, size_t i) {
-  return spec.layers[i].cell == CellType::kLstm;
+  return spec.layers[i].cell == CellType::kLstm ||
+         spec.layers[i].cell == CellType::kGru;
+}
+
+// Whether layer i takes layer i-1's u8 output as is (its grid then fixes
+// this layer's input rescale). Only between oneDNN int8 LSTM layers; the
+// GRU layer quantizes its f32 input itself.
+bool Chained(const ModelSpec& spec, size_t i) {
+  return i > 0 && spec.layers[i].cell == CellType::kLstm &&
+         spec.layers[i - 1].cell == CellType::kLstm;
 }
 
 QuantizationSpec BuildSpec(const ModelSpec& spec,
@@ -75,7 +86,7 @@ QuantizationSpec BuildSpec(const ModelSpec& spec,
       q.layers.emplace_back();  // runs in f32
       continue;
     }
-    const bool chained = i > 0 && Quantizable(spec, i - 1);
+    const bool chained = Chained(spec, i);
     const float alpha = chained ? choice[i].grid / choice[i - 1].grid
                                 : choice[i].grid / choice[i].input_clip;
     LayerQuantization lq =
@@ -159,8 +170,8 @@ Status ValidateQuantization(const ModelSpec& spec, const QuantizationSpec& q) {
     const RnnLayerSpec& l = spec.layers[i];
     const std::string where = "quantization of layer " + std::to_string(i);
     if (!lq.quantized) continue;
-    if (l.cell != CellType::kLstm) {
-      return InvalidArgument(where + ": only LSTM layers run in int8");
+    if (lq.chained_u8_input && l.cell != CellType::kLstm) {
+      return InvalidArgument(where + ": only LSTM layers take a chained u8 input");
     }
     const size_t GH = static_cast<size_t>(l.gates()) * l.hidden_size;
     if (lq.weight_scales.size() != GH && lq.weight_scales.size() != 1) {
@@ -245,7 +256,7 @@ StatusOr<QuantizationSpec> Calibrate(const ModelSpec& spec_in,
   if (options.method == CalibrationMethod::kMse) {
     for (size_t i = 0; i < L; ++i) {
       if (!Quantizable(*spec, i)) continue;
-      const bool chained = i > 0 && Quantizable(*spec, i - 1);
+      const bool chained = Chained(*spec, i);
       total += kGridCandidates * (chained ? 1 : kClipCandidates);
     }
   }
@@ -319,7 +330,7 @@ StatusOr<QuantizationSpec> Calibrate(const ModelSpec& spec_in,
                                                      99.0};
     for (size_t i = 0; i < L; ++i) {
       if (!Quantizable(*spec, i)) continue;
-      const bool chained = i > 0 && Quantizable(*spec, i - 1);
+      const bool chained = Chained(*spec, i);
       RangeChoice best = choice[i];
       double best_err = -1;
       for (int g = 0; g < kGridCandidates; ++g) {

@@ -13,8 +13,11 @@
 // Weights are s8 with one multiplier per gate and unit (per-channel, oneDNN
 // mask (1<<3)+(1<<4), the same vector for w_layer and w_iter) or one for the
 // whole layer (per-tensor): s8 = round(w * scale). Bias and cell state stay
-// f32. GRU layers have no int8 kernel in oneDNN 2.6 (linear-before-reset);
-// their LayerQuantization has quantized = false and they run in f32.
+// f32. GRU layers (linear-before-reset, which oneDNN 2.6 has no int8 RNN
+// kernel for) use the same scheme on rnnserve's own int8 GRU built from
+// oneDNN int8 matmuls (gru_int8.h); they quantize their own input and are
+// never chained. Artifacts written before that have GRU layers with
+// quantized = false, which run in f32.
 #ifndef RNNSERVE_ENGINE_QUANTIZATION_H_
 #define RNNSERVE_ENGINE_QUANTIZATION_H_
 

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "server/engine/gru_int8.h"
 #include "server/engine/onednn_context.h"
 
 namespace rnnserve::engine {
@@ -63,6 +64,16 @@ struct Activations {
     return type == dt::f32 ? static_cast<void*>(f32.data()) : raw.data();
   }
 };
+
+// [A][B][C] -> [B][A][C].
+void Transpose(const float* in, int a, int b, int c, float* out) {
+  for (int i = 0; i < a; ++i) {
+    for (int j = 0; j < b; ++j) {
+      std::memcpy(out + (static_cast<size_t>(j) * a + i) * c,
+                  in + (static_cast<size_t>(i) * b + j) * c, c * sizeof(float));
+    }
+  }
+}
 
 // f32 -> `type` (u8 on the grid scale/shift, or bf16) into `out`.
 void ConvertFromF32(const float* x, int64_t n, dt type, float scale,
@@ -140,6 +151,9 @@ struct LayerPlan {
   float data_shift = 0.0f;
   float input_scale = 1.0f;  // data_scale * input_alpha, for quantizing input
   bool quantize_input = false;  // input arrives f32 and must become u8
+  // int8 GRU layers run on rnnserve's own kernel instead of an RNN
+  // primitive (oneDNN 2.6 has no int8 linear-before-reset GRU).
+  std::unique_ptr<GruInt8Layer> gru_int8;
   dnnl::primitive_attr attr;          // for the RNN primitive
   dnnl::primitive_attr reorder_attr;  // for the weight reorders
   std::vector<float> w_layer_user;    // ldigo f32 (int8: dequantized s8)
@@ -298,6 +312,10 @@ StatusOr<std::shared_ptr<const ShapePrimitives>> RnnModel::Impl::Get(
   // shape; the loser's copy is dropped.
   auto prims = std::make_shared<ShapePrimitives>();
   for (auto& plan : plans) {
+    if (plan->gru_int8) {
+      prims->layers.emplace_back();  // the GRU layer caches its own
+      continue;
+    }
     ASSIGN_OR_RETURN(LayerPrimitive lp, BuildLayer(*plan, batch, steps));
     prims->layers.push_back(std::move(lp));
   }
@@ -344,6 +362,8 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
     RETURN_IF_ERROR(ValidateQuantization(*spec, *options.quantization));
   }
 
+  // Everything oneDNN creates below must see the thread count Run uses.
+  ScopedOmpThreads threads(options.intra_op_threads);
   auto impl = std::make_unique<Impl>();
   impl->max_cached = std::max(1, options.max_cached_shapes);
   const size_t L = spec->layers.size();
@@ -355,6 +375,12 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
     plan->bias = l.bias;
     const LayerQuantization* q =
         int8 ? &options.quantization->layers[i] : nullptr;
+    if (q && q->quantized && l.cell == CellType::kGru) {
+      plan->int8 = true;
+      ASSIGN_OR_RETURN(plan->gru_int8, GruInt8Layer::Create(l, *q));
+      impl->plans.push_back(std::move(plan));
+      continue;
+    }
     plan->int8 = q && q->quantized && l.cell == CellType::kLstm;
     if (plan->int8) {
       plan->src_type = dt::u8;
@@ -431,7 +457,6 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
       new RnnModel(std::move(spec), options, std::move(impl)));
   // Pack the weights now (load time) with a representative shape, so the
   // first request does not pay for it and errors surface at load.
-  ScopedOmpThreads threads(options.intra_op_threads);
   auto warm = model->impl_->Get(1, 1);
   if (!warm.ok()) return warm.status();
   return model;
@@ -450,6 +475,7 @@ std::vector<Precision> RnnModel::layer_precisions() const {
 int64_t RnnModel::weights_bytes() const {
   int64_t bytes = 0;
   for (const auto& p : impl_->plans) {
+    if (p->gru_int8) bytes += p->gru_int8->weights_bytes();
     std::lock_guard<std::mutex> lock(p->mu);
     for (auto& [md, mem] : p->packed_layer) bytes += md.get_size();
     for (auto& [md, mem] : p->packed_iter) bytes += md.get_size();
@@ -470,7 +496,10 @@ StatusOr<std::vector<std::string>> RnnModel::ImplementationInfo(
   ScopedOmpThreads threads(options_.intra_op_threads);
   ASSIGN_OR_RETURN(auto prims, impl_->Get(batch, steps));
   std::vector<std::string> out;
-  for (const auto& l : prims->layers) out.push_back(l.impl);
+  for (size_t i = 0; i < prims->layers.size(); ++i) {
+    const auto& gru = impl_->plans[i]->gru_int8;
+    out.push_back(gru ? gru->ImplementationInfo() : prims->layers[i].impl);
+  }
   return out;
 }
 
@@ -582,6 +611,7 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
   Activations next, converted;
   std::vector<float> zeros;
   std::vector<uint8_t> h0_raw, hn_raw;
+  std::vector<float> gru_in, gru_out;
   try {
     for (size_t i = 0; i < L; ++i) {
       const LayerPlan& plan = *impl_->plans[i];
@@ -613,6 +643,18 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
         zeros.assign(state_size, 0.0f);
         h0 = zeros.data();
         c0 = zeros.data();
+      }
+      if (plan.gru_int8) {
+        // The GRU kernel works sequence-major on f32 activations.
+        gru_in.resize(static_cast<size_t>(NT) * l.input_size);
+        Transpose(src->f32_data(), N, T, l.input_size, gru_in.data());
+        gru_out.resize(static_cast<size_t>(NT) * out_ch);
+        RETURN_IF_ERROR(plan.gru_int8->Run(gru_in.data(), T, N, h0,
+                                           gru_out.data(), fin.h.data()));
+        Transpose(gru_out.data(), T, N, static_cast<int>(out_ch),
+                  next.f32.data());
+        std::swap(cur, next);
+        continue;
       }
       // h crosses the call boundary in f32; inside it lives in iter_type
       // (int8: on the u8 grid, so a state from a previous call round-trips

@@ -8,9 +8,11 @@
 // each calling thread uses its own oneDNN stream and scratchpad.
 //
 // Precision: kF32 runs every layer with oneDNN's f32 kernels. kInt8 runs LSTM
-// layers on oneDNN's int8 RNN primitive with the given QuantizationSpec; GRU
-// layers (no int8 linear-before-reset GRU in oneDNN 2.6) run in f32 and are
-// reported by layer_precisions(). kBf16 runs every layer with bf16 data and
+// layers on oneDNN's int8 RNN primitive with the given QuantizationSpec and
+// GRU layers on rnnserve's int8 GRU (oneDNN 2.6 has no int8 linear-before-
+// reset GRU; gru_int8.h builds one from int8 matmuls); a layer the
+// QuantizationSpec leaves unquantized runs in f32, as layer_precisions()
+// reports. kBf16 runs every layer with bf16 data and
 // weights (f32 bias and cell state) where the CPU supports it, and is
 // UNIMPLEMENTED elsewhere. The embedding lookup and the Linear head run in
 // f32 in every mode.

@@ -79,9 +79,32 @@ TEST(ArtifactTest, AboutFourTimesSmallerThanF32Weights) {
       << f.bytes.size() << " vs " << f32_bytes;
 }
 
-TEST(ArtifactTest, GruLayersKeepF32Weights) {
+TEST(ArtifactTest, GruLayersRoundTripInInt8) {
   const Fixture f = Make(CellType::kGru);
   auto loaded = ParseArtifact(f.bytes, "gru.rnnq");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->quantization.layers[0].quantized);
+  EXPECT_EQ(loaded->quantization.layers[0].w_layer_s8, f.q.layers[0].w_layer_s8);
+  RnnModelOptions o;
+  o.precision = Precision::kInt8;
+  o.quantization = std::make_shared<const QuantizationSpec>(f.q);
+  auto original = RnnModel::Create(std::make_shared<const ModelSpec>(f.spec), o);
+  o.quantization = std::make_shared<const QuantizationSpec>(loaded->quantization);
+  auto reloaded = RnnModel::Create(std::make_shared<const ModelSpec>(loaded->spec), o);
+  ASSERT_TRUE(original.ok() && reloaded.ok());
+  const SequenceSet x = RandomSequences(f.spec, 3, 9, 5);
+  RunOutput a, b;
+  ASSERT_TRUE((*original)->Run(SliceSequences(f.spec, x, 0, 3), &a).ok());
+  ASSERT_TRUE((*reloaded)->Run(SliceSequences(f.spec, x, 0, 3), &b).ok());
+  EXPECT_EQ(a.output, b.output);
+}
+
+TEST(ArtifactTest, UnquantizedLayersKeepF32Weights) {
+  Fixture f = Make(CellType::kGru);
+  for (auto& l : f.q.layers) l = LayerQuantization();
+  auto bytes = SerializeArtifact(f.spec, f.q, "abc", "gru.onnx");
+  ASSERT_TRUE(bytes.ok());
+  auto loaded = ParseArtifact(*bytes, "gru.rnnq");
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   EXPECT_FALSE(loaded->quantization.layers[0].quantized);
   EXPECT_EQ(loaded->spec.layers[0].w_layer, f.spec.layers[0].w_layer);

@@ -271,28 +271,48 @@ TEST(RnnModelTest, WeightScalesAreApplied) {
   EXPECT_GT(MeanAbsDiff(a.output, c.output), 5 * MeanAbsDiff(a.output, b.output));
 }
 
-TEST(RnnModelTest, GruAskedForInt8RunsF32) {
+TEST(RnnModelTest, GruRunsInt8CloseToF32UnlessLeftUnquantized) {
   RandomModelOptions o;
   o.cell = CellType::kGru;
   o.layers = 2;
+  o.input_size = 32;
+  o.hidden_size = 64;
   const ModelSpec spec = RandomModel(o);
-  auto q = Calibrate(spec, RandomSequences(spec, 8, 10, 5), {});
+  auto q = Calibrate(spec, RandomSequences(spec, 16, 20, 5), {});
   ASSERT_TRUE(q.ok());
-  EXPECT_FALSE(q->layers[0].quantized);
+  EXPECT_TRUE(q->layers[0].quantized);
+  EXPECT_FALSE(q->layers[1].chained_u8_input);
   auto int8 = MakeInt8(spec, *q);
   ASSERT_NE(int8, nullptr);
   EXPECT_EQ(int8->layer_precisions(),
-            (std::vector<Precision>{Precision::kF32, Precision::kF32}));
+            (std::vector<Precision>{Precision::kInt8, Precision::kInt8}));
   auto f32 = MakeF32(spec);
-  const SequenceSet test = RandomSequences(spec, 3, 10, 8);
+  const SequenceSet test = RandomSequences(spec, 4, 20, 8);
   RunOutput a, b;
-  ASSERT_TRUE(f32->Run(SliceSequences(spec, test, 0, 3), &a).ok());
-  ASSERT_TRUE(int8->Run(SliceSequences(spec, test, 0, 3), &b).ok());
-  EXPECT_EQ(a.output, b.output);
+  ASSERT_TRUE(f32->Run(SliceSequences(spec, test, 0, 4), &a).ok());
+  ASSERT_TRUE(int8->Run(SliceSequences(spec, test, 0, 4), &b).ok());
+  EXPECT_LT(MeanAbsDiff(a.output, b.output), 0.006);
+  EXPECT_LT(MaxAbsDiff(a.output, b.output), 0.05);
+  EXPECT_GT(MaxAbsDiff(a.output, b.output), 0.0) << "not quantized?";
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_LT(MaxAbsDiff(a.final_state[l].h, b.final_state[l].h), 0.05);
+  }
+  // A quantization that leaves the layers unquantized (artifacts written
+  // before the int8 GRU existed) runs them in f32: identical to f32.
+  QuantizationSpec old = *q;
+  for (auto& l : old.layers) l = LayerQuantization();
+  auto legacy = MakeInt8(spec, old);
+  ASSERT_NE(legacy, nullptr);
+  EXPECT_EQ(legacy->layer_precisions(),
+            (std::vector<Precision>{Precision::kF32, Precision::kF32}));
+  RunOutput c;
+  ASSERT_TRUE(legacy->Run(SliceSequences(spec, test, 0, 4), &c).ok());
+  EXPECT_EQ(a.output, c.output);
 }
 
 TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
-  // LSTM (int8) -> GRU (f32) -> LSTM (int8): f32 crosses the boundaries.
+  // LSTM (int8) -> GRU (int8 GRU kernel) -> LSTM (int8): f32 crosses the
+  // boundaries of the GRU layer.
   RandomModelOptions o;
   o.layers = 3;
   ModelSpec spec = RandomModel(o);
@@ -305,8 +325,10 @@ TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
   auto q = Calibrate(spec, RandomSequences(spec, 16, 20, 5), {});
   ASSERT_TRUE(q.ok()) << q.status().ToString();
   EXPECT_TRUE(q->layers[0].quantized);
-  EXPECT_FALSE(q->layers[1].quantized);
+  EXPECT_TRUE(q->layers[1].quantized);  // the int8 GRU
   EXPECT_TRUE(q->layers[2].quantized);
+  // u8 is chained only between LSTM layers.
+  EXPECT_FALSE(q->layers[1].chained_u8_input);
   EXPECT_FALSE(q->layers[2].chained_u8_input);
   auto f32 = MakeF32(spec);
   auto int8 = MakeInt8(spec, *q);

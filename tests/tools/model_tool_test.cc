@@ -89,7 +89,8 @@ TEST(ModelToolTest, InspectNamesLayersAndPrecisionSupport) {
   const Result r = Tool("inspect " + kData + "/goldens/gru_2l_seqmajor/model.onnx");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("GRU"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("runs f32"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("int8: yes (rnnserve int8 GRU"), std::string::npos)
+      << r.output;
   const Result l = Tool("inspect " + kData + "/goldens/lstm_bidir_2l/model.onnx");
   ASSERT_EQ(l.exit_code, 0) << l.output;
   EXPECT_NE(l.output.find("bidirectional"), std::string::npos) << l.output;
@@ -305,11 +306,11 @@ TEST(ModelToolTest, QuantizeReportComparesVariantsOnTheDemoModel) {
 }
 
 // A GRU model with a last-step log-softmax head: the report says its layer
-// runs f32 in every variant, computes the accuracy on [N] labels (PyTorch's
+// runs int8 (rnnserve's int8 GRU) in every int8 variant, computes the accuracy on [N] labels (PyTorch's
 // own argmax, so f32 scores 1), skips the plot when gnuplot is missing, and
 // rejects labels of the wrong shape.
 TEST(ModelToolTest,
-     QuantizeReportOnGruNamesF32LayersAndSkipsPlotWithoutGnuplot) {
+     QuantizeReportOnGruNamesLayerPrecisionsAndSkipsPlotWithoutGnuplot) {
   const std::string dir = kData + "/goldens/gru_head_last_logsoftmax_seqmajor";
   const NpyArray expected = MustRead(dir + "/expected.npy");
   ASSERT_EQ(expected.shape.size(), 2u);
@@ -346,7 +347,7 @@ TEST(ModelToolTest,
   ASSERT_EQ(q.exit_code, 0) << q.output;
   EXPECT_NE(q.output.find("plot skipped: gnuplot not found"), std::string::npos)
       << q.output;
-  EXPECT_NE(q.output.find("runs f32 in the int8 variants"), std::string::npos)
+  EXPECT_EQ(q.output.find("runs f32 in the int8 variants"), std::string::npos)
       << q.output;
   const testing::Json r = MustParseJson(rep);
   EXPECT_FALSE(r.Find("plot")->Bool("written", true));
@@ -357,7 +358,9 @@ TEST(ModelToolTest,
   for (const auto& v : variants) {
     const auto& layers = v.Find("layer_precisions")->array;
     ASSERT_EQ(layers.size(), 1u);
-    EXPECT_EQ(layers[0].string, "f32") << v.Str("name");
+    // log2 is simulated with the f32 engine; every other variant is int8.
+    EXPECT_EQ(layers[0].string, v.Str("weights") == "log2" ? "f32" : "int8")
+        << v.Str("name");
     EXPECT_EQ(v.Find("per_step_mean_abs_error")->array.size(), 1u);
   }
   for (const auto& p : {art, rep, labels}) std::remove(p.c_str());
