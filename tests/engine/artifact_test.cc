@@ -44,6 +44,23 @@ Fixture Make(CellType second_cell = CellType::kLstm) {
   return f;
 }
 
+// The int8 model rebuilt from a parsed artifact computes exactly what the
+// calibrated model it was written from computes.
+void ExpectSameInt8Outputs(const Fixture& f, const LoadedArtifact& loaded) {
+  RnnModelOptions o;
+  o.precision = Precision::kInt8;
+  o.quantization = std::make_shared<const QuantizationSpec>(f.q);
+  auto original = RnnModel::Create(std::make_shared<const ModelSpec>(f.spec), o);
+  o.quantization = std::make_shared<const QuantizationSpec>(loaded.quantization);
+  auto reloaded = RnnModel::Create(std::make_shared<const ModelSpec>(loaded.spec), o);
+  ASSERT_TRUE(original.ok() && reloaded.ok());
+  const SequenceSet x = RandomSequences(f.spec, 3, 9, 5);
+  RunOutput a, b;
+  ASSERT_TRUE((*original)->Run(SliceSequences(f.spec, x, 0, 3), &a).ok());
+  ASSERT_TRUE((*reloaded)->Run(SliceSequences(f.spec, x, 0, 3), &b).ok());
+  EXPECT_EQ(a.output, b.output);
+}
+
 TEST(ArtifactTest, RoundTripRunsIdenticallyToTheCalibratedModel) {
   const Fixture f = Make();
   ASSERT_TRUE(LooksLikeArtifact(f.bytes));
@@ -57,19 +74,7 @@ TEST(ArtifactTest, RoundTripRunsIdenticallyToTheCalibratedModel) {
   EXPECT_EQ(loaded->quantization.layers[0].weight_scales,
             f.q.layers[0].weight_scales);
 
-  RnnModelOptions o;
-  o.precision = Precision::kInt8;
-  o.quantization = std::make_shared<const QuantizationSpec>(f.q);
-  auto original = RnnModel::Create(std::make_shared<const ModelSpec>(f.spec), o);
-  o.quantization = std::make_shared<const QuantizationSpec>(loaded->quantization);
-  auto reloaded =
-      RnnModel::Create(std::make_shared<const ModelSpec>(loaded->spec), o);
-  ASSERT_TRUE(original.ok() && reloaded.ok());
-  const SequenceSet x = RandomSequences(f.spec, 3, 9, 5);
-  RunOutput a, b;
-  ASSERT_TRUE((*original)->Run(SliceSequences(f.spec, x, 0, 3), &a).ok());
-  ASSERT_TRUE((*reloaded)->Run(SliceSequences(f.spec, x, 0, 3), &b).ok());
-  EXPECT_EQ(a.output, b.output);
+  ExpectSameInt8Outputs(f, *loaded);
 }
 
 TEST(ArtifactTest, AboutFourTimesSmallerThanF32Weights) {
@@ -85,18 +90,7 @@ TEST(ArtifactTest, GruLayersRoundTripInInt8) {
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   EXPECT_TRUE(loaded->quantization.layers[0].quantized);
   EXPECT_EQ(loaded->quantization.layers[0].w_layer_s8, f.q.layers[0].w_layer_s8);
-  RnnModelOptions o;
-  o.precision = Precision::kInt8;
-  o.quantization = std::make_shared<const QuantizationSpec>(f.q);
-  auto original = RnnModel::Create(std::make_shared<const ModelSpec>(f.spec), o);
-  o.quantization = std::make_shared<const QuantizationSpec>(loaded->quantization);
-  auto reloaded = RnnModel::Create(std::make_shared<const ModelSpec>(loaded->spec), o);
-  ASSERT_TRUE(original.ok() && reloaded.ok());
-  const SequenceSet x = RandomSequences(f.spec, 3, 9, 5);
-  RunOutput a, b;
-  ASSERT_TRUE((*original)->Run(SliceSequences(f.spec, x, 0, 3), &a).ok());
-  ASSERT_TRUE((*reloaded)->Run(SliceSequences(f.spec, x, 0, 3), &b).ok());
-  EXPECT_EQ(a.output, b.output);
+  ExpectSameInt8Outputs(f, *loaded);
 }
 
 TEST(ArtifactTest, UnquantizedLayersKeepF32Weights) {
