@@ -241,15 +241,28 @@ Status ReadScalar(const YamlNode& node, const std::string& path,
   return Status::Ok();
 }
 
-Status ReadInt(const YamlNode& node, const std::string& path,
-               const ConfigContext& context, int64_t* out) {
+namespace {
+
+// Reads a scalar node with `parse`; a non-scalar is "must be <expected>".
+template <typename T>
+Status ReadScalarAs(const YamlNode& node, const std::string& path,
+                    const ConfigContext& context, const char* expected,
+                    std::string (*parse)(const std::string&, T*), T* out) {
   if (node.kind != YamlNode::Kind::kScalar) {
-    return context.Error(path, std::string("must be an integer (got a ") +
-                                   node.KindName() + ")");
+    return context.Error(path, std::string("must be ") + expected +
+                                   " (got a " + node.KindName() + ")");
   }
-  const std::string rule = ParseIntText(node.scalar, out);
+  const std::string rule = parse(node.scalar, out);
   if (!rule.empty()) return context.Error(path, rule);
   return Status::Ok();
+}
+
+}  // namespace
+
+Status ReadInt(const YamlNode& node, const std::string& path,
+               const ConfigContext& context, int64_t* out) {
+  return ReadScalarAs<int64_t>(node, path, context, "an integer", ParseIntText,
+                               out);
 }
 
 Status MapReader::Read(const std::string& key, int64_t* out) {
@@ -261,39 +274,22 @@ Status MapReader::Read(const std::string& key, int64_t* out) {
 Status MapReader::Read(const std::string& key, int* out) {
   const YamlNode* node = Find(key);
   if (node == nullptr) return Status::Ok();
-  if (node->kind != YamlNode::Kind::kScalar) {
-    return context_->Error(
-        Child(key),
-        std::string("must be an integer (got a ") + node->KindName() + ")");
-  }
-  const std::string rule = ParseIntText(node->scalar, out);
-  if (!rule.empty()) return context_->Error(Child(key), rule);
-  return Status::Ok();
+  return ReadScalarAs<int>(*node, Child(key), *context_, "an integer",
+                          ParseIntText, out);
 }
 
 Status MapReader::Read(const std::string& key, double* out) {
   const YamlNode* node = Find(key);
   if (node == nullptr) return Status::Ok();
-  if (node->kind != YamlNode::Kind::kScalar) {
-    return context_->Error(Child(key), std::string("must be a number (got a ") +
-                                           node->KindName() + ")");
-  }
-  const std::string rule = ParseDoubleText(node->scalar, out);
-  if (!rule.empty()) return context_->Error(Child(key), rule);
-  return Status::Ok();
+  return ReadScalarAs<double>(*node, Child(key), *context_, "a number",
+                          ParseDoubleText, out);
 }
 
 Status MapReader::Read(const std::string& key, bool* out) {
   const YamlNode* node = Find(key);
   if (node == nullptr) return Status::Ok();
-  if (node->kind != YamlNode::Kind::kScalar) {
-    return context_->Error(
-        Child(key),
-        std::string("must be true or false (got a ") + node->KindName() + ")");
-  }
-  const std::string rule = ParseBoolText(node->scalar, out);
-  if (!rule.empty()) return context_->Error(Child(key), rule);
-  return Status::Ok();
+  return ReadScalarAs<bool>(*node, Child(key), *context_, "true or false",
+                          ParseBoolText, out);
 }
 
 Status MapReader::Read(const std::string& key, std::string* out) {
