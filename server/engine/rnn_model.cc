@@ -150,7 +150,6 @@ struct LayerPlan {
   float data_scale = 1.0f;
   float data_shift = 0.0f;
   float input_scale = 1.0f;  // data_scale * input_alpha, for quantizing input
-  bool quantize_input = false;  // input arrives f32 and must become u8
   // int8 GRU layers run on rnnserve's own kernel instead of an RNN
   // primitive (oneDNN 2.6 has no int8 linear-before-reset GRU).
   std::unique_ptr<GruInt8Layer> gru_int8;
@@ -446,9 +445,9 @@ StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(
   }
   if (impl->plans.back()->bf16) impl->plans.back()->dst_type = dt::bf16;
   for (size_t i = 0; i < L; ++i) {
-    LayerPlan& p = *impl->plans[i];
+    const LayerPlan& p = *impl->plans[i];
     const dt incoming = i == 0 ? dt::f32 : impl->plans[i - 1]->dst_type;
-    p.quantize_input = p.int8 && incoming == dt::f32;
+    // Run converts an f32 input itself; any other type must match exactly.
     if (incoming != p.src_type && incoming != dt::f32) {
       return Internal("layer " + std::to_string(i) + ": input type mismatch");
     }

@@ -209,8 +209,8 @@ TEST(GruInt8Test, InitialStateIsHonoured) {
 }
 
 TEST(GruInt8Test, ChunkedStateCarryEqualsWholeSequence) {
-  // Everything up to the gate math is exact integer arithmetic and the state
-  // lives on the u8 grid, so any split of T gives the same bits.
+  // Everything up to the gate math is exact integer arithmetic and the f32
+  // state is handed back unchanged, so any split of T gives the same bits.
   const ModelSpec spec = Gru(24, 40, 1, 7);
   const LayerQuantization q =
       MinMax(spec, RandomSequences(spec, 16, 30, 5), true);
