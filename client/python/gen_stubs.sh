@@ -13,4 +13,5 @@ py=${RNNSERVE_PYTHON:-/usr/bin/python3}
 mkdir -p "$out"
 "$py" -m grpc_tools.protoc -I "$root/proto" \
   --python_out="$out" --grpc_python_out="$out" \
-  "$root/proto/grpc_service.proto" "$root/proto/rnnserve_service.proto"
+  "$root/proto/grpc_service.proto" "$root/proto/rnnserve_service.proto" \
+  "$root/proto/health.proto"

@@ -13,7 +13,9 @@
 // Ownership: Schedule(&chunk) takes the chunk only when it returns OK (then
 // *chunk is null); from then on chunk->done(status, payload) is called
 // exactly once, on a worker thread, without the batcher's mutex held (done
-// may Schedule the stream's next chunk). When Schedule fails the chunk stays
+// may Schedule the stream's next chunk). A stream's chunks are completed in
+// order: its next chunk is not processed before done() of the previous one
+// has returned. When Schedule fails the chunk stays
 // with the caller and done is not called. The processor borrows the chunks.
 //
 // Never blocks. Schedule errors, at once:
@@ -438,26 +440,34 @@ class SequenceBatcher {
     lock.lock();
     const int64_t done_at = clock_->NowMicros();
     std::vector<Completion> completions;
+    std::vector<uint64_t> continuing;  // stay in flight until done() ran
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = sequences_.find(ids[i]);  // in-flight streams are never freed
       Sequence& seq = it->second;
-      seq.in_flight = false;
       seq.last_active_us = done_at;
       Status status = std::move(items[i].status);
       completions.push_back(Completion{std::move(chunks[i]), status});
       if (!status.ok()) {
+        seq.in_flight = false;
         AbortLocked(it, &completions);
       } else if (!seq.open && seq.pending.empty()) {
         sequences_.erase(it);
       } else {
         seq.state = std::move(items[i].state);
+        continuing.push_back(ids[i]);
       }
     }
-    // Streams just became runnable; wake a worker for them.
-    if (queued_chunks_ > 0) cv_.notify_one();
     lock.unlock();
     Complete(completions);
     lock.lock();
+    // Only now may a stream's next chunk run: its done() is then called
+    // after this one's, so callers see a stream's answers in order.
+    for (uint64_t id : continuing) {
+      auto it = sequences_.find(id);
+      if (it == sequences_.end()) continue;
+      it->second.in_flight = false;  // idle time counts from done_at
+    }
+    if (queued_chunks_ > 0) cv_.notify_one();
   }
 
   static void Complete(std::vector<Completion>& completions) {

@@ -876,6 +876,17 @@ Status CheckConfigAgainstModel(const ModelConfig& config,
         config.outputs[i], GraphOutput(spec), false,
         IndexPath(JoinPath(path, "outputs"), i), spec, ctx));
   }
+  if (config.batching.kind == BatchingKind::kSequence) {
+    for (size_t l = 0; l < spec.layers.size(); ++l) {
+      if (spec.layers[l].directions == 1) continue;
+      return InvalidArgument(
+          JoinPath(path, "batching.kind") +
+          ": sequence batching streams a sequence in chunks, which a "
+          "bidirectional layer cannot do (layer " +
+          std::to_string(l) +
+          " reads the whole sequence backwards); use kind dynamic");
+    }
+  }
   return Status::Ok();
 }
 

@@ -2,14 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <sstream>
 #include <system_error>
 #include <utility>
 
+#include "server/common/log.h"
 #include "server/common/npy.h"
 #include "server/engine/artifact.h"
 #include "server/engine/onnx_import.h"
@@ -68,13 +67,7 @@ std::string LayerPrecisions(const engine::RnnModel& model) {
 }
 
 void DefaultLog(const std::string& line) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  std::cerr << stamp << " repository: " + line + "\n";
+  LogLine(LogSeverity::kInfo, "repository", line);
 }
 
 }  // namespace

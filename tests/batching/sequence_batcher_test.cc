@@ -130,6 +130,45 @@ TEST(SequenceBatcherTest, CarriesStateAcrossChunksInOrder) {
   EXPECT_EQ(r.batches.size(), 3u);  // one chunk per stream per batch
 }
 
+// A stream's answers must reach its caller in order even with several
+// workers: the next chunk may not run before done() of the previous one has
+// returned (a slow done() here would otherwise be overtaken).
+TEST(SequenceBatcherTest, DoneOfAChunkReturnsBeforeTheNextChunkRuns) {
+  SequenceBatcherOptions options;
+  options.num_batch_threads = 3;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> processed, completed;
+  auto batcher = Batcher::Create(options, [&](std::vector<Batcher::Item>& batch) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& item : batch) processed.push_back(item.chunk->payload);
+  });
+  ASSERT_TRUE(batcher.ok());
+  constexpr int kChunks = 20;
+  std::atomic<bool> overtaken{false};
+  for (int i = 0; i < kChunks; ++i) {
+    auto chunk = std::make_unique<Batcher::Chunk>();
+    chunk->sequence_id = 5;
+    chunk->sequence_start = i == 0;
+    chunk->sequence_end = i == kChunks - 1;
+    chunk->payload = i;
+    chunk->done = [&, i](Status status, int&) {
+      // Not timing: only widens the window in which a later chunk could run.
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::lock_guard<std::mutex> lock(mu);
+      if (static_cast<int>(processed.size()) > i + 1) overtaken = true;
+      completed.push_back(i);
+      cv.notify_all();
+    };
+    ASSERT_TRUE((*batcher)->Schedule(&chunk).ok());
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30),
+                          [&] { return completed.size() == kChunks; }));
+  EXPECT_FALSE(overtaken.load());
+  for (int i = 0; i < kChunks; ++i) EXPECT_EQ(completed[i], i);
+}
+
 TEST(SequenceBatcherTest, BatchesChunksOfDifferentStreams) {
   FakeClock clock;
   Recorder r;

@@ -638,3 +638,23 @@ TEST(CompleteModelConfigTest, FillsOnlyWhatIsMissing) {
 
 }  // namespace
 }  // namespace rnnserve::config
+
+namespace rnnserve::config {
+namespace {
+
+TEST(CheckConfigAgainstModelTest, SequenceBatchingNeedsAUnidirectionalModel) {
+  auto c = ParseModelConfig("batching: {kind: sequence}\n", "kws/config.yaml", "kws", {});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  engine::ModelSpec spec = FeatureSpec();
+  spec.layers.back().directions = 2;
+  const Status status = CheckConfigAgainstModel(*c, spec);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("models.kws.batching.kind: sequence batching"),
+            std::string::npos)
+      << status.message();
+  spec.layers.back().directions = 1;
+  EXPECT_TRUE(CheckConfigAgainstModel(*c, spec).ok());
+}
+
+}  // namespace
+}  // namespace rnnserve::config
