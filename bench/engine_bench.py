@@ -34,6 +34,8 @@ import tempfile
 import time
 import warnings
 
+from cpu_meter import CpuMeter  # bench/cpu_meter.py, next to this script
+
 REEXEC_MARK = "RNNSERVE_BENCH_REEXEC"          # set when we re-executed ourselves
 ORIG_PRELOAD = "RNNSERVE_BENCH_ORIG_LD_PRELOAD"  # LD_PRELOAD before the re-exec
 ORIG_BLAS = "RNNSERVE_BENCH_ORIG_BLAS"          # the BLAS torch loaded before it
@@ -180,37 +182,6 @@ def quiet_glog():
         ctypes.c_int.in_dll(lib, "_ZN3fLI17FLAGS_minloglevelE").value = 2
     except (OSError, ValueError):
         pass
-
-
-class CpuMeter:
-    """CPU time used by *other* processes while a section ran (from /proc/stat
-    minus this process and its children): how much the numbers were disturbed."""
-
-    def __init__(self):
-        self.t0, self.busy0, self.own0 = time.time(), self._busy(), self._own()
-
-    @staticmethod
-    def _busy():
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-            # user nice system idle iowait irq softirq steal ...
-            return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    @staticmethod
-    def _own():
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def others(self):
-        """Average number of CPUs busy with other processes."""
-        busy = self._busy()
-        wall = time.time() - self.t0
-        if busy is None or self.busy0 is None or wall <= 0:
-            return None
-        return max(0.0, (busy - self.busy0 - (self._own() - self.own0)) / wall)
 
 
 def child_env():

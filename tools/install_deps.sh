@@ -16,8 +16,9 @@ PY_PKGS=(
   python3-grpcio python3-grpc-tools python3-prometheus-client
   libopenblas0-openmp
 )
-# fortunes: the text tools/train_demo_model.py trains the demo model on.
-TEST_PKGS=(prometheus gnuplot-nox fortunes)
+# fortunes: the text tools/train_demo_model.py trains the demo model on;
+# openssl: the TLS tests make their certificates with its command line.
+TEST_PKGS=(prometheus gnuplot-nox fortunes openssl)
 
 want=("${BUILD_PKGS[@]}")
 case "${1:-all}" in

@@ -208,7 +208,13 @@ InferenceService::InferenceService(const Options& options)
 void InferenceService::StartInfer(
     const ModelInferRequest* request,
     std::chrono::system_clock::time_point deadline,
-    ModelInferResponse* response, std::function<void(Status)> done) {
+    ModelInferResponse* response, std::function<void(Status)> caller_done) {
+  accepted_.fetch_add(1);
+  auto done = [this, caller_done = std::move(caller_done)](Status status) {
+    if (status.ok()) answered_ok_.fetch_add(1);
+    answered_.fetch_add(1);
+    caller_done(std::move(status));
+  };
   // Draining does not refuse requests: gRPC stops accepting calls, and
   // every call it accepted (and every request of an open stream) is served.
   auto version = ParseVersion(request->model_version(), "model_version");

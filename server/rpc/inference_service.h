@@ -71,6 +71,13 @@ class InferenceService final
     ready_.store(false);
   }
 
+  // Inference requests handed to StartInfer, and those answered (any
+  // status). After a graceful shutdown the two are equal: nothing accepted
+  // was dropped. (Calls gRPC refused while shutting down never get here.)
+  int64_t requests_accepted() const { return accepted_.load(); }
+  int64_t requests_answered() const { return answered_.load(); }
+  int64_t requests_ok() const { return answered_ok_.load(); }
+
   // Decodes `request`, queues it and calls `done` exactly once, possibly
   // before returning (for errors found at once), else from a worker thread,
   // after `response` was filled. `request` and `response` must stay valid
@@ -131,6 +138,9 @@ class InferenceService final
   const Options options_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<int64_t> accepted_{0};
+  std::atomic<int64_t> answered_{0};
+  std::atomic<int64_t> answered_ok_{0};
 };
 
 }  // namespace rnnserve::rpc

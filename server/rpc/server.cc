@@ -88,6 +88,9 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+  // then start "successfully" and silently take half the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config.grpc_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   const int max_bytes = static_cast<int>(
@@ -206,7 +209,11 @@ void Server::Shutdown() {
   if (manager_ != nullptr) manager_->Stop();
   if (grpc_server_ != nullptr) {
     grpc_server_->Wait();
-    Log(LogSeverity::kInfo, "shutdown complete");
+    Log(LogSeverity::kInfo,
+        "shutdown complete: " + std::to_string(service_->requests_accepted()) +
+            " inference requests accepted, " +
+            std::to_string(service_->requests_answered()) + " answered (" +
+            std::to_string(service_->requests_ok()) + " OK)");
   }
   shutdown_done_ = true;
 }

@@ -26,6 +26,7 @@
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/grpc_service.pb.h"
 #include "proto/rnnserve_service.grpc.pb.h"
+#include "tests/testing/reflection_client.h"
 
 namespace {
 
@@ -88,18 +89,8 @@ class EchoInferenceService final : public GRPCInferenceService::Service {
   }
 };
 
-std::string ToString(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  EXPECT_TRUE(buffer.Dump(&slices).ok());
-  std::string out;
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
-
-grpc::ByteBuffer ToBuffer(const std::string& bytes) {
-  grpc::Slice slice(bytes);
-  return grpc::ByteBuffer(&slice, 1);
-}
+using rnnserve::testing::ByteBufferToString;
+using rnnserve::testing::StringToByteBuffer;
 
 // Loopback server with the test service, reflection and the default health
 // service, on a port the kernel picks.
@@ -357,37 +348,10 @@ TEST_F(ProtoServerTest, ModelStreamInferThreeChunks) {
 // bytes (ByteBuffer) and the answers are decoded with UnknownFieldSet.
 
 TEST_F(ProtoServerTest, ReflectionListsInferenceService) {
-  grpc::ClientContext ctx;
-  const grpc::internal::RpcMethod method(
-      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-      grpc::internal::RpcMethod::BIDI_STREAMING, channel_);
-  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
-      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
-          channel_.get(), method, &ctx));
-  // ServerReflectionRequest{list_services = ""}: field 7, length-delimited.
-  ASSERT_TRUE(stream->Write(ToBuffer(std::string("\x3a\x00", 2))));
-  ASSERT_TRUE(stream->WritesDone());
-  grpc::ByteBuffer reply;
-  ASSERT_TRUE(stream->Read(&reply));
-  ASSERT_TRUE(stream->Finish().ok());
-
-  // ServerReflectionResponse.list_services_response (6)
-  //   -> ListServiceResponse.service (1, repeated) -> ServiceResponse.name (1).
-  google::protobuf::UnknownFieldSet top;
-  ASSERT_TRUE(top.ParseFromString(ToString(reply)));
-  std::vector<std::string> services;
-  for (int i = 0; i < top.field_count(); ++i) {
-    if (top.field(i).number() != 6) continue;
-    google::protobuf::UnknownFieldSet list;
-    ASSERT_TRUE(list.ParseFromString(top.field(i).length_delimited()));
-    for (int j = 0; j < list.field_count(); ++j) {
-      google::protobuf::UnknownFieldSet entry;
-      ASSERT_TRUE(entry.ParseFromString(list.field(j).length_delimited()));
-      for (int k = 0; k < entry.field_count(); ++k) {
-        if (entry.field(k).number() == 1) services.push_back(entry.field(k).length_delimited());
-      }
-    }
-  }
+  bool ok = false;
+  const std::vector<std::string> services =
+      rnnserve::testing::ListServicesByReflection(channel_, &ok);
+  ASSERT_TRUE(ok);
   auto has = [&](const std::string& s) {
     return std::find(services.begin(), services.end(), s) != services.end();
   };
@@ -411,11 +375,11 @@ int HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std::string
   grpc::ClientContext ctx;
   grpc::ByteBuffer reply;
   grpc::Status status = grpc::internal::BlockingUnaryCall(channel.get(), method, &ctx,
-                                                          ToBuffer(request), &reply);
+                                                          StringToByteBuffer(request), &reply);
   *code = status.error_code();
   if (!status.ok()) return -1;
   google::protobuf::UnknownFieldSet fields;  // HealthCheckResponse{status = 1}
-  if (!fields.ParseFromString(ToString(reply))) return -1;
+  if (!fields.ParseFromString(ByteBufferToString(reply))) return -1;
   for (int i = 0; i < fields.field_count(); ++i) {
     if (fields.field(i).number() == 1) return static_cast<int>(fields.field(i).varint());
   }
