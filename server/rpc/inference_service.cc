@@ -18,19 +18,6 @@ using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 using inference::ModelStreamInferResponse;
 
-// "" -> the version policy picks; digits -> that version.
-StatusOr<std::optional<int64_t>> ParseVersion(const std::string& text,
-                                              const char* field) {
-  if (text.empty()) return std::optional<int64_t>();
-  if (text.size() > 18 ||
-      !std::all_of(text.begin(), text.end(),
-                   [](char c) { return c >= '0' && c <= '9'; })) {
-    return InvalidArgument(std::string(field) + ": '" + text +
-                           "' is not a version number");
-  }
-  return std::optional<int64_t>(std::stoll(text));
-}
-
 // The gRPC deadline and the request's timeout, as an absolute time on the
 // scheduler's clock.
 int64_t DeadlineOnClock(const batching::Clock& clock,
@@ -210,16 +197,28 @@ void InferenceService::StartInfer(
     std::chrono::system_clock::time_point deadline,
     ModelInferResponse* response, std::function<void(Status)> caller_done) {
   accepted_.fetch_add(1);
-  auto done = [this, caller_done = std::move(caller_done)](Status status) {
+  const auto received = std::chrono::steady_clock::now();
+  // Answers the request and counts it under `m` (the model's series, or
+  // model="" when no served model was resolved).
+  auto finish = [this, received, caller_done = std::move(caller_done)](
+                    metrics::ModelMetrics* m, Status status) {
     if (status.ok()) answered_ok_.fetch_add(1);
     answered_.fetch_add(1);
+    if (m != nullptr) {
+      m->ObserveRequest(status.code(),
+                        std::chrono::duration<double>(
+                            std::chrono::steady_clock::now() - received)
+                            .count());
+    }
     caller_done(std::move(status));
   };
+  metrics::ModelMetrics* unresolved =
+      options_.metrics != nullptr ? &options_.metrics->Unresolved() : nullptr;
   // Draining does not refuse requests: gRPC stops accepting calls, and
   // every call it accepted (and every request of an open stream) is served.
-  auto version = ParseVersion(request->model_version(), "model_version");
+  auto version = ParseModelVersion(request->model_version(), "model_version");
   if (!version.ok()) {
-    done(version.status());
+    finish(unresolved, version.status());
     return;
   }
   // A scheduler found stopped was replaced by a reload (or is being
@@ -227,14 +226,15 @@ void InferenceService::StartInfer(
   for (int attempt = 0;; ++attempt) {
     auto scheduler = options_.manager->Get(request->model_name(), *version);
     if (!scheduler.ok()) {
-      done(scheduler.status());
+      finish(unresolved, scheduler.status());
       return;
     }
     std::shared_ptr<serving::ModelScheduler> s = *scheduler;
     std::shared_ptr<const repository::LoadedModel> model = s->model_ptr();
+    metrics::ModelMetrics* m = s->metrics();
     auto decoded = DecodeInferRequest(*request, model->config, *model->spec);
     if (!decoded.ok()) {
-      done(decoded.status());
+      finish(m, decoded.status());
       return;
     }
     serving::InferRequest infer;
@@ -249,7 +249,7 @@ void InferenceService::StartInfer(
                                         decoded->timeout_us);
     const bool raw = decoded->raw;
     const uint64_t sequence_id = decoded->sequence.id;
-    auto on_done = [request, response, model, raw, sequence_id, done](
+    auto on_done = [request, response, model, raw, sequence_id, m, finish](
                        Status status, serving::InferResult result) {
       if (status.ok()) {
         EncodeInferResponse(*request, model->config, model->version,
@@ -260,7 +260,7 @@ void InferenceService::StartInfer(
               sequence_id);
         }
       }
-      done(std::move(status));
+      finish(m, std::move(status));
     };
     Status status = s->Submit(std::move(infer), on_done);
     if (status.ok()) return;
@@ -268,7 +268,7 @@ void InferenceService::StartInfer(
         attempt < 3 && !draining_.load()) {
       continue;
     }
-    done(status);
+    finish(m, status);
     return;
   }
 }
@@ -298,7 +298,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(
     const inference::ModelReadyRequest* request,
     inference::ModelReadyResponse* response) {
   auto* reactor = context->DefaultReactor();
-  auto version = ParseVersion(request->version(), "version");
+  auto version = ParseModelVersion(request->version(), "version");
   if (!version.ok()) {
     reactor->Finish(ToGrpcStatus(version.status()));
     return reactor;
@@ -328,7 +328,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
   auto* reactor = context->DefaultReactor();
-  auto version = ParseVersion(request->version(), "version");
+  auto version = ParseModelVersion(request->version(), "version");
   if (!version.ok()) {
     reactor->Finish(ToGrpcStatus(version.status()));
     return reactor;

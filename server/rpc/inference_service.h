@@ -39,6 +39,7 @@
 
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/config/server_config.h"
+#include "server/metrics/server_metrics.h"
 #include "server/serving/model_manager.h"
 
 namespace rnnserve::rpc {
@@ -56,6 +57,8 @@ class InferenceService final
     config::ModelControl model_control = config::ModelControl::kNone;
     // Runs a blocking job (a model load) off the gRPC threads.
     std::function<void(std::function<void()>)> run_in_background;
+    // Request counters and latency; not owned; optional.
+    metrics::ServerMetrics* metrics = nullptr;
   };
 
   explicit InferenceService(const Options& options);

@@ -11,6 +11,7 @@
 #include <grpcpp/server_builder.h>
 
 #include "server/common/log.h"
+#include "server/engine/rnn_model.h"
 
 namespace rnnserve::rpc {
 namespace {
@@ -49,6 +50,44 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   return grpc::SslServerCredentials(ssl);
 }
 
+// Scrape-time values of every served version, and of versions that failed
+// to load (ready 0).
+std::vector<metrics::ModelSnapshot> Snapshots(serving::ModelManager& manager) {
+  std::vector<metrics::ModelSnapshot> out;
+  for (const auto& scheduler : manager.Schedulers()) {
+    const repository::LoadedModel& model = scheduler->model();
+    const config::BatchingConfig& batching = model.config.batching;
+    const batching::BatcherStats stats = scheduler->GetStats();
+    metrics::ModelSnapshot s;
+    s.model = model.name;
+    s.version = std::to_string(model.version);
+    s.ready = !scheduler->stopped();
+    s.queue_depth = stats.queued;
+    s.queue_capacity = batching.max_queue_size;
+    s.live_sequences = stats.active_sequences;
+    s.live_sequences_capacity =
+        scheduler->is_sequence() ? batching.max_active_sequences : 0;
+    s.load_seconds = model.load_seconds;
+    s.weights_bytes = model.weights_bytes;
+    s.quantized = model.precision == engine::Precision::kInt8;
+    s.int8_active = s.quantized && !scheduler->serving_f32_fallback();
+    if (auto drift = scheduler->drift_monitor()) {
+      s.reservoir_sequences = drift->reservoir_size();
+    }
+    out.push_back(std::move(s));
+  }
+  for (const repository::ModelStatus& m : manager.ModelStates()) {
+    for (const repository::VersionStatus& v : m.versions) {
+      if (v.state == repository::ReadyState::kReady) continue;
+      metrics::ModelSnapshot s;
+      s.model = m.name;
+      s.version = std::to_string(v.version);
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Server::Server(const Options& options) : options_(options) {}
@@ -60,6 +99,15 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   std::unique_ptr<Server> server(new Server(options));
   Server* self = server.get();
 
+  // Metrics first: a busy metrics port is a start-up error like a busy gRPC
+  // port, and every model version's series exist before it serves.
+  metrics::ServerMetrics::Options metrics_options;
+  metrics_options.address = config.metrics_address;
+  metrics_options.version = kServerVersion;
+  metrics_options.isa = engine::CpuIsaName();
+  ASSIGN_OR_RETURN(server->metrics_,
+                   metrics::ServerMetrics::Create(metrics_options));
+
   serving::ModelManager::Options mo;
   mo.repository.root = config.model_repository;
   mo.repository.model_defaults = config.model_defaults;
@@ -70,6 +118,7 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   mo.worker_threads = config.worker_threads;
   mo.clock = options.clock;
   mo.on_change = [self] { self->UpdateHealth(); };
+  mo.metrics = server->metrics_.get();
   auto manager = serving::ModelManager::Create(mo);
   if (!manager.ok()) {
     return manager.status().Annotate("server.model_repository");
@@ -82,7 +131,12 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   so.run_in_background = [self](std::function<void()> job) {
     self->RunInBackground(std::move(job));
   };
+  so.metrics = server->metrics_.get();
   server->service_ = std::make_unique<InferenceService>(so);
+  ControlService::Options co;
+  co.manager = server->manager_.get();
+  co.run_in_background = so.run_in_background;
+  server->control_ = std::make_unique<ControlService>(co);
 
   ASSIGN_OR_RETURN(auto credentials, Credentials(config.tls));
   grpc::EnableDefaultHealthCheckService(true);
@@ -93,6 +147,7 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config.grpc_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->control_.get());
   const int max_bytes = static_cast<int>(
       std::min<int64_t>(config.max_message_bytes, INT_MAX));
   builder.SetMaxReceiveMessageSize(max_bytes);
@@ -107,6 +162,13 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
                       "' (address in use, or not an address of this host)");
   }
   server->UpdateHealth();
+  serving::ModelManager* manager_ptr = server->manager_.get();
+  server->metrics_->SetSnapshotSource(
+      [manager_ptr] { return Snapshots(*manager_ptr); });
+  Log(LogSeverity::kInfo,
+      config.metrics_address.empty()
+          ? std::string("metrics: no /metrics listener (metrics_address empty)")
+          : "metrics on http://" + server->metrics_address() + "/metrics");
   Log(LogSeverity::kInfo,
       "listening on gRPC " + server->address() +
           (config.tls.enabled()
@@ -116,6 +178,12 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
           ", max message " + std::to_string(config.max_message_bytes) +
           " bytes");
   return server;
+}
+
+std::string Server::metrics_address() const {
+  const std::string& configured = options_.config.metrics_address;
+  const size_t colon = configured.rfind(':');
+  return configured.substr(0, colon) + ":" + std::to_string(metrics_port());
 }
 
 std::string Server::address() const {

@@ -37,6 +37,8 @@
 
 #include "server/common/status.h"
 #include "server/config/server_config.h"
+#include "server/metrics/server_metrics.h"
+#include "server/rpc/control_service.h"
 #include "server/rpc/inference_service.h"
 #include "server/serving/model_manager.h"
 
@@ -75,6 +77,10 @@ class Server {
   // "HOST:PORT" with the bound port.
   std::string address() const;
   serving::ModelManager& manager() { return *manager_; }
+  // The bound /metrics port, and "HOST:PORT" with it.
+  int metrics_port() const { return metrics_->port(); }
+  std::string metrics_address() const;
+  metrics::ServerMetrics& metrics() { return *metrics_; }
 
  private:
   explicit Server(const Options& options);
@@ -84,8 +90,11 @@ class Server {
   void RunInBackground(std::function<void()> job);
 
   const Options options_;
+  // Declared first: destroyed last, after everything that holds its series.
+  std::unique_ptr<metrics::ServerMetrics> metrics_;
   std::unique_ptr<serving::ModelManager> manager_;
   std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<ControlService> control_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
   std::atomic<bool> shutting_down_{false};

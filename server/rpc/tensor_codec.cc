@@ -510,4 +510,16 @@ void EncodeInferResponse(const ModelInferRequest& request,
   }
 }
 
+StatusOr<std::optional<int64_t>> ParseModelVersion(const std::string& text,
+                                                   const char* field) {
+  if (text.empty()) return std::optional<int64_t>();
+  if (text.size() > 18 ||
+      !std::all_of(text.begin(), text.end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    return InvalidArgument(std::string(field) + ": '" + text +
+                           "' is not a version number");
+  }
+  return std::optional<int64_t>(std::stoll(text));
+}
+
 }  // namespace rnnserve::rpc

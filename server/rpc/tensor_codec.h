@@ -96,6 +96,11 @@ void EncodeInferResponse(const inference::ModelInferRequest& request,
                          const std::vector<int64_t>& shape, const float* data,
                          bool raw, inference::ModelInferResponse* response);
 
+// A request's model version string: "" lets the version policy pick
+// (nullopt); otherwise decimal digits. INVALID_ARGUMENT naming `field`.
+StatusOr<std::optional<int64_t>> ParseModelVersion(const std::string& text,
+                                                   const char* field);
+
 }  // namespace rnnserve::rpc
 
 #endif  // RNNSERVE_RPC_TENSOR_CODEC_H_

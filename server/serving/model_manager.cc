@@ -40,6 +40,10 @@ ModelManager::VersionMap ModelManager::BuildSchedulers(
     so.num_batch_threads =
         (*model)->config.instance.count.value_or(options_.worker_threads);
     so.clock = options_.clock;
+    so.intra_op_threads = options_.repository.intra_op_threads;
+    if (options_.metrics != nullptr) {
+      so.metrics = options_.metrics->ForModel(name, v.version);
+    }
     auto scheduler = ModelScheduler::Create(so);
     if (!scheduler.ok()) {
       // The config was validated at load, so this is a bug; say so loudly.

@@ -45,6 +45,8 @@ class ModelManager {
     // Called after each load or unload (outside the manager's locks), e.g.
     // to update health statuses.
     std::function<void()> on_change;
+    // Where each version's series are created; not owned; optional.
+    metrics::ServerMetrics* metrics = nullptr;
   };
 
   // NOT_FOUND when the repository root is not a directory. Loads nothing.

@@ -5,6 +5,9 @@
 #include <string>
 #include <utility>
 
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+
 #include "server/batching/options_from_config.h"
 
 namespace rnnserve::serving {
@@ -149,10 +152,23 @@ std::vector<engine::LayerState> SplitStreamState(
   return state;
 }
 
+// Records one engine batch and its requests' queueing times.
+void ObserveBatch(metrics::ModelMetrics* m, int sequences, int64_t compute_us,
+                  const std::vector<int64_t>& queue_us) {
+  if (m == nullptr) return;
+  m->batch_size->Observe(sequences);
+  m->compute_duration->Observe(compute_us * 1e-6);
+  for (int64_t q : queue_us) m->queue_duration->Observe(q * 1e-6);
+}
+
 }  // namespace
 
 ModelScheduler::ModelScheduler(const Options& options)
-    : model_(options.model) {
+    : model_(options.model),
+      intra_op_threads_(options.intra_op_threads),
+      drift_seed_(options.drift_seed),
+      metrics_(options.metrics) {
+  drift_ = MakeDriftMonitor(model_);
   if (options.clock != nullptr) {
     clock_ = options.clock;
   } else {
@@ -161,7 +177,95 @@ ModelScheduler::ModelScheduler(const Options& options)
   }
 }
 
-ModelScheduler::~ModelScheduler() { Stop(); }
+ModelScheduler::~ModelScheduler() {
+  Stop();
+  // Join the drift thread while everything its callbacks touch still lives.
+  std::atomic_store(&drift_, std::shared_ptr<DriftMonitor>());
+}
+
+std::shared_ptr<DriftMonitor> ModelScheduler::MakeDriftMonitor(
+    std::shared_ptr<const repository::LoadedModel> model) {
+  if (model->precision != engine::Precision::kInt8 ||
+      model->quantization == nullptr) {
+    return nullptr;
+  }
+  DriftMonitor::Options options;
+  options.model = std::move(model);
+  options.metrics = metrics_.get();
+  options.seed = drift_seed_;
+  options.set_fallback = [this](bool use_f32) { use_f32_.store(use_f32); };
+  auto monitor = DriftMonitor::Create(options);
+  if (!monitor.ok()) return nullptr;
+  return std::shared_ptr<DriftMonitor>(std::move(monitor).value());
+}
+
+StatusOr<int64_t> ModelScheduler::Recalibrate() {
+  std::lock_guard<std::mutex> lock(recalibrate_mutex_);
+  const std::shared_ptr<const repository::LoadedModel> old = model_ptr();
+  const std::shared_ptr<DriftMonitor> drift = drift_monitor();
+  const std::string what = "model '" + old->name + "' v" +
+                           std::to_string(old->version);
+  if (drift == nullptr) {
+    return FailedPrecondition(what + " is not int8; nothing to recalibrate");
+  }
+  std::vector<SequenceSample> samples = drift->ReservoirSnapshot();
+  if (samples.empty()) {
+    return FailedPrecondition(what +
+                              " has no live inputs in its reservoir yet "
+                              "(drift.reservoir_size " +
+                              std::to_string(old->config.drift.reservoir_size) +
+                              ")");
+  }
+  // Calibration takes equal-length sequences: crop all to the shortest.
+  int steps = samples.front().steps;
+  for (const SequenceSample& s : samples) steps = std::min(steps, s.steps);
+  engine::SequenceSet set;
+  set.sequences = static_cast<int64_t>(samples.size());
+  set.steps = steps;
+  for (const SequenceSample& s : samples) {
+    if (!s.tokens.empty()) {
+      set.tokens.insert(set.tokens.end(), s.tokens.begin(),
+                        s.tokens.begin() + steps);
+    } else {
+      const size_t per_step = s.features.size() / s.steps;
+      set.features.insert(set.features.end(), s.features.begin(),
+                          s.features.begin() + steps * per_step);
+    }
+  }
+  engine::CalibrationOptions calibration;
+  calibration.method = old->config.calibration.method;
+  calibration.percentile = old->config.calibration.percentile;
+  calibration.per_channel = old->config.calibration.per_channel;
+  StatusOr<engine::QuantizationSpec> q =
+      engine::Calibrate(*old->spec, set, calibration);
+  if (!q.ok()) return q.status().Annotate(what + ": recalibration");
+  auto quantization =
+      std::make_shared<const engine::QuantizationSpec>(std::move(q).value());
+  engine::RnnModelOptions options;
+  options.precision = engine::Precision::kInt8;
+  options.quantization = quantization;
+  options.intra_op_threads =
+      old->config.instance.intra_op_threads.value_or(intra_op_threads_);
+  auto int8 = engine::RnnModel::Create(old->spec, options);
+  if (!int8.ok()) return int8.status().Annotate(what + ": recalibrated model");
+
+  auto updated = std::make_shared<repository::LoadedModel>(*old);
+  updated->quantization = quantization;
+  updated->quantization_from_artifact = false;
+  updated->serving_model = std::move(int8).value();
+  updated->weights_bytes = updated->serving_model->weights_bytes();
+  std::shared_ptr<const repository::LoadedModel> next = updated;
+  // New drift statistics start with the new ranges; the f32 fallback, if
+  // active, ends (the new ranges are the remedy; drift will say).
+  std::shared_ptr<DriftMonitor> next_drift = MakeDriftMonitor(next);
+  std::atomic_store(&model_, next);
+  std::atomic_store(&drift_, next_drift);
+  if (use_f32_.exchange(false) && metrics_ != nullptr) {
+    metrics_->precision_switches->Increment();
+  }
+  if (metrics_ != nullptr) metrics_->recalibrations->Increment();
+  return set.sequences;
+}
 
 StatusOr<std::unique_ptr<ModelScheduler>> ModelScheduler::Create(
     const Options& options) {
@@ -204,8 +308,9 @@ StatusOr<std::unique_ptr<ModelScheduler>> ModelScheduler::Create(
 
 Status ModelScheduler::Submit(InferRequest request, InferDone done) {
   if (!done) return InvalidArgument("ModelScheduler::Submit: no callback");
-  const config::ModelConfig& config = model_->config;
-  const std::string model = "model '" + model_->name + "'";
+  const std::shared_ptr<const repository::LoadedModel> current = model_ptr();
+  const config::ModelConfig& config = current->config;
+  const std::string model = "model '" + current->name + "'";
   if (stopped_.load()) {
     return Status(StatusCode::kUnavailable,
                   model + " is being unloaded or reloaded");
@@ -271,7 +376,11 @@ BatcherStats ModelScheduler::GetStats() const {
 }
 
 void ModelScheduler::RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch) {
-  const engine::RnnModel& engine_model = *model_->serving_model;
+  const std::shared_ptr<const repository::LoadedModel> model = model_ptr();
+  const std::shared_ptr<DriftMonitor> drift = drift_monitor();
+  const bool f32 = use_f32_.load();
+  const engine::RnnModel& engine_model =
+      f32 ? *model->f32_model : *model->serving_model;
   auto groups = GroupBySteps(
       batch.size(), [&](size_t i) { return batch[i]->request.steps; });
   for (auto& [steps, indices] : groups) {
@@ -282,6 +391,9 @@ void ModelScheduler::RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch) 
     engine::RunOutput out;
     const Status status = engine_model.Run(RunInputOf(packed), &out);
     const int64_t compute_us = clock_->NowMicros() - start;
+    std::vector<int64_t> waited;
+    for (size_t i : indices) waited.push_back(start - batch[i]->enqueued_us);
+    ObserveBatch(metrics_.get(), packed.batch, compute_us, waited);
     int row = 0;
     for (size_t i : indices) {
       DynamicTask& task = *batch[i];
@@ -293,14 +405,23 @@ void ModelScheduler::RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch) 
       row += task.request.batch;
       result.queue_us = start - task.enqueued_us;
       result.compute_us = compute_us;
+      if (drift != nullptr) {
+        drift->Observe(task.request.batch, task.request.steps,
+                       task.request.features, task.request.tokens, nullptr,
+                       result.output, !f32);
+      }
       task.done(Status::Ok(), std::move(result));
     }
   }
 }
 
 void ModelScheduler::RunChunks(std::vector<SequenceBatcherT::Item>& items) {
-  const engine::RnnModel& engine_model = *model_->serving_model;
-  const engine::ModelSpec& spec = *model_->spec;
+  const std::shared_ptr<const repository::LoadedModel> model = model_ptr();
+  const std::shared_ptr<DriftMonitor> drift = drift_monitor();
+  const bool f32 = use_f32_.load();
+  const engine::RnnModel& engine_model =
+      f32 ? *model->f32_model : *model->serving_model;
+  const engine::ModelSpec& spec = *model->spec;
   auto groups = GroupBySteps(items.size(), [&](size_t i) {
     return items[i].chunk->payload.request.steps;
   });
@@ -321,6 +442,11 @@ void ModelScheduler::RunChunks(std::vector<SequenceBatcherT::Item>& items) {
     const Status status = engine_model.Run(input, &out);
     const int64_t compute_us = clock_->NowMicros() - start;
     const size_t n = indices.size();
+    std::vector<int64_t> waited;
+    for (size_t i : indices) {
+      waited.push_back(start - items[i].chunk->payload.enqueued_us);
+    }
+    ObserveBatch(metrics_.get(), static_cast<int>(n), compute_us, waited);
     for (size_t s = 0; s < n; ++s) {
       SequenceBatcherT::Item& item = items[indices[s]];
       if (!status.ok()) {
@@ -331,6 +457,11 @@ void ModelScheduler::RunChunks(std::vector<SequenceBatcherT::Item>& items) {
       payload.result = Slice(out, static_cast<int>(s), 1);
       payload.result.queue_us = start - payload.enqueued_us;
       payload.result.compute_us = compute_us;
+      if (drift != nullptr) {
+        drift->Observe(1, payload.request.steps, payload.request.features,
+                       payload.request.tokens, &item.state,
+                       payload.result.output, !f32);
+      }
       item.state = SplitStreamState(spec, out.final_state, s, n);
     }
   }

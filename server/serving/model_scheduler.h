@@ -25,6 +25,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <memory>
 #include <vector>
 
@@ -34,7 +36,9 @@
 #include "server/batching/sequence_batcher.h"
 #include "server/common/status.h"
 #include "server/engine/run_types.h"
+#include "server/metrics/server_metrics.h"
 #include "server/repository/model_repository.h"
+#include "server/serving/drift_monitor.h"
 
 namespace rnnserve::serving {
 
@@ -79,8 +83,15 @@ class ModelScheduler {
     // Time source for deadlines, delays and idle expiry; not owned.
     // nullptr = a RealClock.
     batching::Clock* clock = nullptr;
-    // Optional hook run before each batch (metrics).
+    // Optional hook run before each batch.
     std::function<void(const batching::BatchInfo&)> on_batch;
+    // The version's Prometheus series (queue and compute time, batch
+    // sizes); optional.
+    std::shared_ptr<metrics::ModelMetrics> metrics;
+    // OpenMP threads of models built later (recalibration).
+    int intra_op_threads = 1;
+    // Seed of the drift monitor's sampling (tests); unset: random.
+    std::optional<uint64_t> drift_seed;
   };
 
   static StatusOr<std::unique_ptr<ModelScheduler>> Create(
@@ -107,13 +118,33 @@ class ModelScheduler {
   // the model up again (it may have been reloaded).
   bool stopped() const { return stopped_.load(); }
 
-  const repository::LoadedModel& model() const { return *model_; }
+  // The model requests run on now. Recalibration swaps in a new object
+  // (same config and graph, new int8 weights); hold model_ptr() across a
+  // request, model() only for a quick look.
+  const repository::LoadedModel& model() const { return *model_ptr(); }
   std::shared_ptr<const repository::LoadedModel> model_ptr() const {
-    return model_;
+    return std::atomic_load(&model_);
   }
+  // True while drift made the model fall back to f32 (drift.action
+  // fallback_f32); requests then run on the f32 model.
+  bool serving_f32_fallback() const { return use_f32_.load(); }
+  // The drift monitor of an int8 model; null otherwise.
+  std::shared_ptr<DriftMonitor> drift_monitor() const {
+    return std::atomic_load(&drift_);
+  }
+
+  // Recomputes the int8 ranges from the drift monitor's reservoir of recent
+  // live inputs with the model's calibration method, and swaps the new
+  // model in; queued and running batches finish on the old one. Blocks for
+  // the calibration: call it off the gRPC threads. Returns the sequences
+  // used. FAILED_PRECONDITION when the model is not int8 or the reservoir
+  // is empty.
+  StatusOr<int64_t> Recalibrate();
   bool is_sequence() const { return sequence_batcher_ != nullptr; }
   batching::BatcherStats GetStats() const;
   batching::Clock& clock() const { return *clock_; }
+  // The version's series; null when the server runs without metrics.
+  metrics::ModelMetrics* metrics() const { return metrics_.get(); }
 
  private:
   // Defined in the .cc: a queued request, and a stream chunk's payload.
@@ -125,11 +156,21 @@ class ModelScheduler {
   using SequenceBatcherT = batching::SequenceBatcher<StreamState, ChunkPayload>;
 
   explicit ModelScheduler(const Options& options);
+  // A drift monitor for `model` (int8 only; else null).
+  std::shared_ptr<DriftMonitor> MakeDriftMonitor(
+      std::shared_ptr<const repository::LoadedModel> model);
   // The processors, on the batchers' worker threads.
   void RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch);
   void RunChunks(std::vector<SequenceBatcherT::Item>& items);
 
+  // Accessed with std::atomic_load/store (recalibration swaps them).
   std::shared_ptr<const repository::LoadedModel> model_;
+  std::shared_ptr<DriftMonitor> drift_;
+  std::atomic<bool> use_f32_{false};
+  std::mutex recalibrate_mutex_;  // one recalibration at a time
+  const int intra_op_threads_;
+  const std::optional<uint64_t> drift_seed_;
+  std::shared_ptr<metrics::ModelMetrics> metrics_;
   std::unique_ptr<batching::Clock> owned_clock_;
   batching::Clock* clock_ = nullptr;
   std::atomic<bool> stopped_{false};

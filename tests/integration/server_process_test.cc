@@ -38,7 +38,8 @@ TEST(ServerBinaryTest, HelpListsEveryFlagAndBadFlagsExitTwo) {
 
 TEST(ServerBinaryTest, MissingRepositoryAndBusyPortExitOne) {
   auto missing = RunCommand({ServerBinary(), "--model-repository", "/nonexistent/models",
-                             "--grpc-address", "127.0.0.1:0"});
+                             "--grpc-address", "127.0.0.1:0", "--metrics-address",
+                             "127.0.0.1:0"});
   ASSERT_TRUE(missing.ok());
   EXPECT_EQ(missing->exit_code, 1);
   EXPECT_THAT(missing->err, HasSubstr("server.model_repository"));
@@ -48,7 +49,8 @@ TEST(ServerBinaryTest, MissingRepositoryAndBusyPortExitOne) {
   auto first = ServerProcess::StartWithRepository(repo.root());
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   auto second = RunCommand({ServerBinary(), "--model-repository", repo.root(),
-                            "--grpc-address", first->address()});
+                            "--grpc-address", first->address(), "--metrics-address",
+                            "127.0.0.1:0"});
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->exit_code, 1);
   EXPECT_THAT(second->err, HasSubstr("cannot listen"));

@@ -98,6 +98,7 @@ TEST_F(ServerTlsTest, UnreadableCertificateIsAnErrorNamingTheField) {
   rpc::Server::Options options;
   options.config.model_repository = repo_.root();
   options.config.grpc_address = "127.0.0.1:0";
+  options.config.metrics_address = "127.0.0.1:0";
   options.config.tls.cert_file = certs_ + "/missing.pem";
   options.config.tls.key_file = certs_ + "/server.key";
   auto server = rpc::Server::Create(options);

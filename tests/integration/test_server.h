@@ -90,6 +90,9 @@ inline std::unique_ptr<rpc::Server> StartServer(
   rpc::Server::Options options;
   options.config.model_repository = repository;
   options.config.grpc_address = "127.0.0.1:0";
+  // No /metrics listener unless a test asks for one (server_metrics_test):
+  // stopping prometheus-cpp's web server takes ~2 s.
+  options.config.metrics_address = "";
   options.config.worker_threads = 2;
   options.config.intra_op_threads = 1;
   options.shutdown_grace = std::chrono::seconds(20);
