@@ -31,7 +31,7 @@ grpc::ServerUnaryReactor* ControlService::Recalibrate(
     targets.push_back(*scheduler);
   } else {
     for (const auto& s : options_.manager->Schedulers()) {
-      if (s->model().name == request->model_name()) targets.push_back(s);
+      if (s->model_ptr()->name == request->model_name()) targets.push_back(s);
     }
     if (targets.empty()) {
       auto scheduler = options_.manager->Get(request->model_name());
@@ -49,13 +49,13 @@ grpc::ServerUnaryReactor* ControlService::Recalibrate(
         return;
       }
       used += static_cast<uint64_t>(*n);
+      const auto model = scheduler->model_ptr();
       LogLine(LogSeverity::kInfo, "control",
-              "model " + scheduler->model().name + " v" +
-                  std::to_string(scheduler->model().version) +
+              "model " + model->name + " v" + std::to_string(model->version) +
                   " recalibrated on " + std::to_string(*n) +
                   " live sequences (" +
                   engine::CalibrationMethodName(
-                      scheduler->model().config.calibration.method) +
+                      model->config.calibration.method) +
                   ")");
     }
     response->set_samples_used(used);

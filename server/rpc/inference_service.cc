@@ -338,7 +338,9 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     reactor->Finish(ToGrpcStatus(scheduler.status()));
     return reactor;
   }
-  const repository::LoadedModel& model = (*scheduler)->model();
+  const std::shared_ptr<const repository::LoadedModel> held =
+      (*scheduler)->model_ptr();
+  const repository::LoadedModel& model = *held;
   response->set_name(model.name);
   response->set_platform("rnnserve_onnx");
   auto state = options_.manager->ModelState(model.name);

@@ -55,7 +55,9 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
 std::vector<metrics::ModelSnapshot> Snapshots(serving::ModelManager& manager) {
   std::vector<metrics::ModelSnapshot> out;
   for (const auto& scheduler : manager.Schedulers()) {
-    const repository::LoadedModel& model = scheduler->model();
+    const std::shared_ptr<const repository::LoadedModel> held =
+        scheduler->model_ptr();
+    const repository::LoadedModel& model = *held;
     const config::BatchingConfig& batching = model.config.batching;
     const batching::BatcherStats stats = scheduler->GetStats();
     metrics::ModelSnapshot s;

@@ -199,6 +199,16 @@ std::shared_ptr<DriftMonitor> ModelScheduler::MakeDriftMonitor(
   return std::shared_ptr<DriftMonitor>(std::move(monitor).value());
 }
 
+ModelScheduler::Execution ModelScheduler::CurrentExecution() const {
+  Execution exec;
+  exec.model = model_ptr();
+  exec.drift = drift_monitor();
+  exec.f32 = use_f32_.load();
+  exec.engine_model =
+      exec.f32 ? exec.model->f32_model.get() : exec.model->serving_model.get();
+  return exec;
+}
+
 StatusOr<int64_t> ModelScheduler::Recalibrate() {
   std::lock_guard<std::mutex> lock(recalibrate_mutex_);
   const std::shared_ptr<const repository::LoadedModel> old = model_ptr();
@@ -376,11 +386,10 @@ BatcherStats ModelScheduler::GetStats() const {
 }
 
 void ModelScheduler::RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch) {
-  const std::shared_ptr<const repository::LoadedModel> model = model_ptr();
-  const std::shared_ptr<DriftMonitor> drift = drift_monitor();
-  const bool f32 = use_f32_.load();
-  const engine::RnnModel& engine_model =
-      f32 ? *model->f32_model : *model->serving_model;
+  const Execution exec = CurrentExecution();
+  const std::shared_ptr<DriftMonitor>& drift = exec.drift;
+  const bool f32 = exec.f32;
+  const engine::RnnModel& engine_model = *exec.engine_model;
   auto groups = GroupBySteps(
       batch.size(), [&](size_t i) { return batch[i]->request.steps; });
   for (auto& [steps, indices] : groups) {
@@ -416,12 +425,11 @@ void ModelScheduler::RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch) 
 }
 
 void ModelScheduler::RunChunks(std::vector<SequenceBatcherT::Item>& items) {
-  const std::shared_ptr<const repository::LoadedModel> model = model_ptr();
-  const std::shared_ptr<DriftMonitor> drift = drift_monitor();
-  const bool f32 = use_f32_.load();
-  const engine::RnnModel& engine_model =
-      f32 ? *model->f32_model : *model->serving_model;
-  const engine::ModelSpec& spec = *model->spec;
+  const Execution exec = CurrentExecution();
+  const std::shared_ptr<DriftMonitor>& drift = exec.drift;
+  const bool f32 = exec.f32;
+  const engine::RnnModel& engine_model = *exec.engine_model;
+  const engine::ModelSpec& spec = *exec.model->spec;
   auto groups = GroupBySteps(items.size(), [&](size_t i) {
     return items[i].chunk->payload.request.steps;
   });

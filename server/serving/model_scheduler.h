@@ -119,8 +119,9 @@ class ModelScheduler {
   bool stopped() const { return stopped_.load(); }
 
   // The model requests run on now. Recalibration swaps in a new object
-  // (same config and graph, new int8 weights); hold model_ptr() across a
-  // request, model() only for a quick look.
+  // (same config and graph, new int8 weights), so the server holds
+  // model_ptr() while it uses one; model() is for tests, which do not
+  // recalibrate concurrently.
   const repository::LoadedModel& model() const { return *model_ptr(); }
   std::shared_ptr<const repository::LoadedModel> model_ptr() const {
     return std::atomic_load(&model_);
@@ -159,6 +160,15 @@ class ModelScheduler {
   // A drift monitor for `model` (int8 only; else null).
   std::shared_ptr<DriftMonitor> MakeDriftMonitor(
       std::shared_ptr<const repository::LoadedModel> model);
+  // What one batch runs on, fixed for the batch: the current model (held),
+  // its drift monitor, and whether the f32 fallback is on.
+  struct Execution {
+    std::shared_ptr<const repository::LoadedModel> model;
+    std::shared_ptr<DriftMonitor> drift;
+    bool f32 = false;
+    const engine::RnnModel* engine_model = nullptr;  // owned by `model`
+  };
+  Execution CurrentExecution() const;
   // The processors, on the batchers' worker threads.
   void RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch);
   void RunChunks(std::vector<SequenceBatcherT::Item>& items);

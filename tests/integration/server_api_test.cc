@@ -55,19 +55,9 @@ class ServerApiTest : public ::testing::Test {
     return stub_->ModelInfer(&ctx, request, response);
   }
 
-  // The serving engine's own answer for tokens [n, t] (the oracle for what
-  // the server returns).
-  std::vector<float> Direct(const std::string& model,
-                            const std::vector<int64_t>& tokens, int n, int t) {
-    auto scheduler = server_->manager().Get(model);
-    EXPECT_TRUE(scheduler.ok());
-    engine::RunInput in;
-    in.batch = n;
-    in.steps = t;
-    in.tokens = tokens.data();
-    engine::RunOutput out;
-    EXPECT_TRUE((*scheduler)->model().serving_model->Run(in, &out).ok());
-    return out.output;
+  std::vector<float> Direct(const std::string& model, const std::vector<int64_t>& tokens,
+                            int n, int t) {
+    return EngineOutput(*server_, model, tokens, n, t);
   }
 
   // Asserts a good request still succeeds (after a bad one).

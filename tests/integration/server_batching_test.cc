@@ -21,18 +21,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// The engine's own answer (the oracle) for tokens [n, t] on `model`.
 std::vector<float> Direct(rpc::Server& server, const std::string& model,
                           const std::vector<int64_t>& tokens, int n, int t) {
-  auto scheduler = server.manager().Get(model);
-  EXPECT_TRUE(scheduler.ok());
-  engine::RunInput in;
-  in.batch = n;
-  in.steps = t;
-  in.tokens = tokens.data();
-  engine::RunOutput out;
-  EXPECT_TRUE((*scheduler)->model().serving_model->Run(in, &out).ok());
-  return out.output;
+  return EngineOutput(server, model, tokens, n, t);
 }
 
 grpc::Status Call(inference::GRPCInferenceService::Stub& stub,

@@ -194,6 +194,22 @@ inline int64_t Int64Param(const inference::ModelInferResponse& r,
   return it == r.parameters().end() ? -1 : it->second.int64_param();
 }
 
+// The serving engine's own answer for tokens [n, t] on `model` (the oracle
+// for what the server returns).
+inline std::vector<float> EngineOutput(rpc::Server& server, const std::string& model,
+                                       const std::vector<int64_t>& tokens, int n, int t) {
+  auto scheduler = server.manager().Get(model);
+  EXPECT_TRUE(scheduler.ok()) << scheduler.status().ToString();
+  if (!scheduler.ok()) return {};
+  engine::RunInput in;
+  in.batch = n;
+  in.steps = t;
+  in.tokens = tokens.data();
+  engine::RunOutput out;
+  EXPECT_TRUE((*scheduler)->model_ptr()->serving_model->Run(in, &out).ok());
+  return out.output;
+}
+
 inline double MaxAbsDiff(const std::vector<float>& a,
                          const std::vector<float>& b) {
   if (a.size() != b.size()) return 1e30;
