@@ -46,9 +46,9 @@ TEST(DeployConfigTest, DemoModelConfigParsesWithTheExampleDefaults) {
   EXPECT_EQ(c->calibration.method, engine::CalibrationMethod::kMinMax);
   EXPECT_EQ(c->calibration.file, "calibration.npy");
   EXPECT_EQ(c->batching.kind, BatchingKind::kDynamic);
-  EXPECT_EQ(c->batching.max_batch_size, 64);
+  EXPECT_EQ(c->batching.max_batch_size, 128);
   EXPECT_EQ(c->batching.preferred_batch_sizes,
-            (std::vector<int64_t>{16, 32, 64}));
+            (std::vector<int64_t>{16, 32, 64, 128}));
   EXPECT_DOUBLE_EQ(c->drift.sample_rate, 0.01);
   EXPECT_EQ(c->drift.action, DriftAction::kAlert);
 }
