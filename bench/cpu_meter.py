@@ -6,6 +6,7 @@ section ran, so a reader can tell a quiet run from a disturbed one.
 """
 
 import os
+import platform
 import time
 
 
@@ -46,3 +47,15 @@ class CpuMeter:
         if busy is None or self.busy0 is None or wall <= 0:
             return None
         return max(0.0, (busy - self.busy0 - (self._own() - self.own0)) / wall)
+
+
+def cpu_model():
+    """The CPU's model name, for the benchmark headers."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -34,7 +34,7 @@ import tempfile
 import time
 import warnings
 
-from cpu_meter import CpuMeter  # bench/cpu_meter.py, next to this script
+from cpu_meter import CpuMeter, cpu_model  # bench/cpu_meter.py, next to this script
 
 REEXEC_MARK = "RNNSERVE_BENCH_REEXEC"          # set when we re-executed ourselves
 ORIG_PRELOAD = "RNNSERVE_BENCH_ORIG_LD_PRELOAD"  # LD_PRELOAD before the re-exec
@@ -594,17 +594,6 @@ def main():
         log("FAILED: rnnserve could not run a required variant: %s" % result["errors"])
         return 2
     return 0
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def evaluate_targets(result):

@@ -157,7 +157,8 @@ InferenceClient::InferenceClient(Options options,
     : options_(std::move(options)),
       channel_(std::move(channel)),
       stub_(inference::GRPCInferenceService::NewStub(channel_)),
-      health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
+      health_stub_(grpc::health::v1::Health::NewStub(channel_)),
+      control_stub_(rnnserve::RnnserveControl::NewStub(channel_)) {}
 
 void InferenceClient::SetDeadline(grpc::ClientContext* context,
                                   int64_t calls) const {
@@ -272,6 +273,19 @@ Status InferenceClient::UnloadModel(const std::string& name) {
     }
   }
   return FromGrpc(stub_->RepositoryModelUnload(&context, request, &response));
+}
+
+StatusOr<uint64_t> InferenceClient::Recalibrate(const std::string& model,
+                                                const std::string& version) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  rnnserve::RecalibrateRequest request;
+  request.set_model_name(model);
+  request.set_model_version(version);
+  rnnserve::RecalibrateResponse response;
+  RETURN_IF_ERROR(
+      FromGrpc(control_stub_->Recalibrate(&context, request, &response)));
+  return response.samples_used();
 }
 
 StatusOr<std::string> InferenceClient::InputName(const std::string& model,

@@ -31,6 +31,7 @@
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/grpc_service.pb.h"
 #include "proto/health.grpc.pb.h"
+#include "proto/rnnserve_service.grpc.pb.h"
 #include "server/common/npy.h"
 #include "server/common/status.h"
 
@@ -151,6 +152,18 @@ class InferenceClient {
   Status LoadModel(const std::string& name);
   Status UnloadModel(const std::string& name);
 
+  // rnnserve.RnnserveControl/Recalibrate (an rnnserve extension): the server
+  // recomputes the model's int8 quantization ranges from its reservoir of
+  // recent live inputs, with the model's calibration method, and swaps the
+  // recalibrated model in without dropping requests. An empty version means
+  // every version the server serves. Returns how many reservoir sequences
+  // the new ranges came from. NOT_FOUND for an unknown model;
+  // FAILED_PRECONDITION when the model is not int8 or its reservoir is empty
+  // (no requests since it was loaded or last recalibrated); UNIMPLEMENTED
+  // from a server without the service.
+  StatusOr<uint64_t> Recalibrate(const std::string& model,
+                                 const std::string& version = "");
+
   StatusOr<InferResult> Infer(const InferRequest& request);
 
   // Sends `request.sequence` as consecutive chunks of chunk_steps steps over
@@ -177,6 +190,7 @@ class InferenceClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
+  std::unique_ptr<rnnserve::RnnserveControl::Stub> control_stub_;
 
   std::mutex mu_;
   // (model, version) -> input tensor name.

@@ -1,7 +1,8 @@
 // rnnserve-client: health, models, infer, stream and perf against a KServe V2
-// gRPC server. Exit status: 0 success, 1 the server (or a file) said no,
-// 2 bad usage. Errors go to stderr as "rnnserve-client CMD: CODE: message"
-// with CODE the gRPC code name (NOT_FOUND, UNAVAILABLE, ...).
+// gRPC server, and recalibrate (an rnnserve extension). Exit status: 0
+// success, 1 the server (or a file) said no, 2 bad usage. Errors go to stderr
+// as "rnnserve-client CMD: CODE: message" with CODE the gRPC code name
+// (NOT_FOUND, UNAVAILABLE, ...).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -35,6 +36,8 @@ constexpr char kUsage[] =
     "  stream   run one sequence through ModelStreamInfer in chunks of K "
     "steps\n"
     "  perf     closed-loop load generator (throughput, p50/p90/p99 latency)\n"
+    "  recalibrate  recompute a model's int8 ranges from the server's recent "
+    "live inputs\n"
     "\n"
     "exit status: 0 ok, 1 server or file error, 2 bad usage\n";
 
@@ -313,6 +316,25 @@ int RunPerfCommand(const FlagSet& f, InferenceClient* client) {
                                                                   : kExitOk;
 }
 
+// ---- recalibrate ----------------------------------------------------------
+
+void DeclareRecalibrate(FlagSet* f) {
+  f->Value("model", "model name", "", true);
+  f->Value("version", "model version (default: every version served)");
+  // Recalibration re-runs the reservoir's sequences through the f32 model on
+  // the server: longer than one request.
+  CommonFlags(f, "120000");
+}
+
+int RunRecalibrate(const FlagSet& f, InferenceClient* client) {
+  const std::string model = f.Get("model");
+  auto used = client->Recalibrate(model, f.Get("version"));
+  if (!used.ok()) return Fail("recalibrate", used.status());
+  std::cout << "recalibrated " << model << " on " << *used
+            << " live sequences\n";
+  return kExitOk;
+}
+
 const Command kCommands[] = {
     {"health", "grpc.health.v1 check; exit 0 only when SERVING", DeclareHealth,
      RunHealth},
@@ -322,6 +344,10 @@ const Command kCommands[] = {
     {"stream", "stream one sequence through ModelStreamInfer in chunks",
      DeclareStream, RunStream},
     {"perf", "closed-loop load generator", DeclarePerf, RunPerfCommand},
+    {"recalibrate",
+     "recompute a model's int8 ranges from the server's reservoir of recent "
+     "live inputs and swap it in",
+     DeclareRecalibrate, RunRecalibrate},
 };
 
 int Main(int argc, char** argv) {

@@ -17,6 +17,7 @@ CLI (global options go before the subcommand):
     rnnserve_client.py stream --model charlm_seq --input X.npy --chunk 10
     rnnserve_client.py generate --model charlm --prompt "The " --length 200
                                 [--temperature 0.8 --seed 1] [--stateful]
+    rnnserve_client.py recalibrate --model charlm [--version 1]
 
 Needs Debian's python3-grpcio and numpy (run with /usr/bin/python3) and the
 generated message/stub modules (client/python/gen_stubs.sh, or the CMake target
@@ -52,12 +53,14 @@ pb = None           # grpc_service_pb2: inference.* messages
 pb_grpc = None      # grpc_service_pb2_grpc: GRPCInferenceServiceStub
 health_pb = None    # health_pb2: grpc.health.v1 messages
 health_grpc = None  # health_pb2_grpc: HealthStub
+control_pb = None   # rnnserve_service_pb2: rnnserve.* messages (Recalibrate)
+control_grpc = None  # rnnserve_service_pb2_grpc: RnnserveControlStub
 
 
 def load_stubs(stubs_dir=None):
     """Imports the generated modules from stubs_dir, $RNNSERVE_PY_STUBS or
     <repo>/build/python (the first one given). Idempotent."""
-    global pb, pb_grpc, health_pb, health_grpc
+    global pb, pb_grpc, health_pb, health_grpc, control_pb, control_grpc
     if pb is not None:
         return
     directory = stubs_dir or os.environ.get("RNNSERVE_PY_STUBS") or DEFAULT_STUBS_DIR
@@ -71,6 +74,8 @@ def load_stubs(stubs_dir=None):
     pb_grpc = importlib.import_module("grpc_service_pb2_grpc")
     health_pb = importlib.import_module("health_pb2")
     health_grpc = importlib.import_module("health_pb2_grpc")
+    control_pb = importlib.import_module("rnnserve_service_pb2")
+    control_grpc = importlib.import_module("rnnserve_service_pb2_grpc")
 
 
 # ---- tensors: numpy <-> V2 messages -----------------------------------------
@@ -169,6 +174,7 @@ class InferenceClient:
         ])
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._health = health_grpc.HealthStub(self._channel)
+        self._control = control_grpc.RnnserveControlStub(self._channel)
         self._input_names = {}  # model -> its (single) input's name
 
     def close(self):
@@ -209,6 +215,18 @@ class InferenceClient:
         """The repository's models (name, version, state, reason)."""
         request = pb.RepositoryIndexRequest(ready=ready_only)
         return list(self._stub.RepositoryIndex(request, timeout=self.timeout).models)
+
+    # rnnserve extensions.
+    def recalibrate(self, model, version=""):
+        """rnnserve.RnnserveControl/Recalibrate: the server recomputes the
+        model's int8 ranges from its reservoir of recent live inputs (with the
+        model's calibration method) and swaps the model in without dropping
+        requests; an empty version means every served version. Returns how
+        many live sequences the ranges came from. grpc.RpcError NOT_FOUND for
+        an unknown model, FAILED_PRECONDITION when it is not int8 or has seen
+        no requests since it was loaded or last recalibrated."""
+        request = control_pb.RecalibrateRequest(model_name=model, model_version=version)
+        return self._control.Recalibrate(request, timeout=self.timeout).samples_used
 
     # Inference.
     def make_request(self, model, array, sequence_id=None, start=False, end=False,
@@ -442,6 +460,12 @@ def _cmd_generate(client, args):
     return 0
 
 
+def _cmd_recalibrate(client, args):
+    used = client.recalibrate(args.model, args.version)
+    print("recalibrated %s on %d live sequences" % (args.model, used))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description="rnnserve Python client (KServe V2 gRPC).",
@@ -485,10 +509,17 @@ def main(argv=None):
                         "on a ModelStreamInfer stream")
     p.add_argument("--vocab", help="vocab.json (default: the model's in "
                    "deploy/model-repository)")
+
+    p = sub.add_parser("recalibrate", help="recompute a model's int8 ranges from the "
+                       "server's recent live inputs and swap it in")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", default="", help="model version (default: every "
+                   "version served)")
     args = ap.parse_args(argv)
 
     commands = {"health": _cmd_health, "models": _cmd_models, "infer": _cmd_infer,
-                "stream": _cmd_stream, "generate": _cmd_generate}
+                "stream": _cmd_stream, "generate": _cmd_generate,
+                "recalibrate": _cmd_recalibrate}
     try:
         with InferenceClient(args.address, args.stubs, args.timeout) as client:
             return commands[args.command](client, args)

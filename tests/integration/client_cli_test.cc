@@ -484,6 +484,110 @@ TEST(ClientTlsTest, HealthAndInferOverMutualTls) {
   EXPECT_EQ(r.exit_code, 1) << Describe(r);
 }
 
+// The demo model, dynamically batched, keeping up to 64 recent live input
+// sequences for recalibration (drift sampling stays off: the reservoir is fed
+// by every request regardless).
+constexpr char kRecalibrateConfig[] = R"(name: charlm
+inputs:
+  - name: tokens
+    dtype: INT64
+    dims: [-1, -1]
+outputs:
+  - name: logits
+    dtype: FP32
+    dims: [-1, -1, 97]
+precision: int8
+calibration:
+  method: minmax
+  file: calibration.npy
+  per_channel: true
+max_sequence_length: 1024
+batching: {kind: dynamic, max_batch_size: 64}
+drift: {reservoir_size: 64}
+)";
+
+// rnnserve-client recalibrate: refused while the reservoir is empty, then
+// computed from exactly the sequences the test sent since the last
+// recalibration, the model serving throughout.
+TEST(ClientRecalibrateTest, RecalibratesOnTheLiveSequencesSent) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string repo = dir.path() + "/repository";
+  fs::create_directories(repo + "/charlm/1");
+  for (const char* f : {"1/model.onnx", "1/calibration.npy"}) {
+    fs::copy_file(kDemoRepository + "/charlm/" + f, repo + "/charlm/" + f);
+  }
+  std::ofstream(repo + "/charlm/config.yaml") << kRecalibrateConfig;
+  auto server = ServerProcess::StartWithRepository(repo);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto client = [&](const std::string& command, std::vector<std::string> args) {
+    std::vector<std::string> argv = {ClientBinary(), command, "--address",
+                                     server->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunArgv(argv);
+  };
+
+  CommandResult r = client("recalibrate", {"--model", "charlm"});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_NE(r.err.find("FAILED_PRECONDITION"), std::string::npos)
+      << Describe(r);
+
+  // Requests of one held-out sequence each (rows first..first+n-1): one
+  // reservoir entry per request, all kept below its capacity of 64.
+  const NpyArray heldout = MustRead(kDemoData + "/heldout_tokens.npy");
+  const std::vector<int64_t> ids = heldout.ToInt64();
+  const int64_t t = heldout.shape[1];
+  auto send = [&](int first, int n) {
+    for (int i = first; i < first + n; ++i) {
+      const std::string path = dir.path() + "/row" + std::to_string(i) + ".npy";
+      ASSERT_TRUE(WriteNpy(path, NpyArray::FromInt64(
+                                     {1, t}, std::vector<int64_t>(
+                                                 ids.begin() + i * t,
+                                                 ids.begin() + (i + 1) * t)))
+                      .ok());
+      const CommandResult infer =
+          client("infer", {"--model", "charlm", "--input", path});
+      ASSERT_EQ(infer.exit_code, 0) << Describe(infer);
+      EXPECT_NE(infer.out.find("output logits FP32 [1, " + std::to_string(t) +
+                               ", 97]"),
+                std::string::npos)
+          << Describe(infer);
+    }
+  };
+  // "recalibrated charlm on N live sequences" -> N, or -1.
+  auto recalibrated_on = [](const CommandResult& result) -> int64_t {
+    const std::regex done(R"(recalibrated charlm on (\d+) live sequences\n)");
+    std::smatch m;
+    if (!std::regex_match(result.out, m, done)) return -1;
+    return std::stoll(m[1].str());
+  };
+
+  send(0, 10);
+  r = client("recalibrate", {"--model", "charlm"});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_GT(recalibrated_on(r), 0) << Describe(r);
+  EXPECT_EQ(recalibrated_on(r), 10) << Describe(r);
+
+  // The recalibrated model starts an empty reservoir (the next
+  // recalibration sees only inputs from after this one), and serves.
+  r = client("recalibrate", {"--model", "charlm", "--version", "1"});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_NE(r.err.find("FAILED_PRECONDITION"), std::string::npos)
+      << Describe(r);
+  send(10, 3);
+  r = client("recalibrate", {"--model", "charlm", "--version", "1"});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(recalibrated_on(r), 3) << Describe(r);
+
+  r = client("recalibrate", {"--model", "nope"});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << Describe(r);
+
+  auto code = server->Stop();
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  EXPECT_EQ(*code, 0) << server->LogTail();
+}
+
 TEST(ServerProcessTest, AnEarlyExitFailsFastWithTheLogTail) {
   const auto start = std::chrono::steady_clock::now();
   auto server = ServerProcess::Start({"--no-such-flag"});

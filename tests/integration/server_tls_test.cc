@@ -50,7 +50,9 @@ class ServerTlsTest : public ::testing::Test {
     inference::ModelInferResponse response;
     const auto t = TokenSlice(tokens_, cols_, 0, 1, 8);
     grpc::Status status = stub->ModelInfer(&ctx, TokenRequest("charlm", t, 1, 8), &response);
-    if (status.ok()) EXPECT_EQ(OutputFloats(response).size(), 8u * 97);
+    if (status.ok()) {
+      EXPECT_EQ(OutputFloats(response).size(), 8u * 97);
+    }
     return status;
   }
 
