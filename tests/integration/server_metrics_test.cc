@@ -280,6 +280,30 @@ TEST_F(DriftTest, FallbackServesF32ExactlyAndRecalibrationBringsDriftDown) {
   EXPECT_EQ(metrics.at(Series("rnnserve_model_precision", "m", "precision=\"int8\"")), 1);
 }
 
+// The fallback ends on its own once the windowed drift is back under
+// (1 - hysteresis) x threshold, and the switch back is counted.
+TEST_F(DriftTest, FallbackRecoversWhenDriftFallsBelowTheHysteresisBand) {
+  Start("{sample_rate: 1.0, action: fallback_f32, min_samples: 5, hysteresis: 0.2, "
+        "thresholds: {clip_fraction: 0.01}}");
+  Send(1.0f, 6);
+  Send(4.0f, 6);
+  WaitSamples(12);
+  ASSERT_TRUE(Scheduler()->serving_f32_fallback());
+  // In-distribution traffic dilutes the window (100 samples) until the
+  // clip-fraction average is under 0.8 x 0.01.
+  for (int i = 0; i < 20 && Scheduler()->serving_f32_fallback(); ++i) {
+    const int64_t done = Scheduler()->drift_monitor()->samples_done();
+    Send(1.0f, 10);
+    WaitSamples(done + 10);
+  }
+  EXPECT_FALSE(Scheduler()->serving_f32_fallback());
+  EXPECT_LT(Window("clip_fraction"), 0.8 * 0.01);
+  auto metrics = Scrape(*server_);
+  EXPECT_EQ(metrics.at(Series("rnnserve_precision_switches_total", "m")), 2);
+  EXPECT_EQ(metrics.at(Series("rnnserve_model_precision", "m", "precision=\"int8\"")), 1);
+  EXPECT_EQ(metrics.at(Series("rnnserve_drift_triggered", "m")), 0);
+}
+
 TEST_F(DriftTest, RecalibrateNeedsLiveInputsAndAnInt8Model) {
   Start("{sample_rate: 0.0}");
   auto control = rnnserve::RnnserveControl::NewStub(Connect(server_->address()));
