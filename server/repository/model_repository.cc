@@ -421,15 +421,55 @@ ModelRepository::ModelEntry ModelRepository::BuildModel(
 Status ModelRepository::LoadModel(const std::string& name) {
   std::lock_guard<std::mutex> load_lock(load_mutex_);
   ModelEntry entry = BuildModel(name);
+  const bool missing_folder =
+      entry.status.reason.find("no such model folder") != std::string::npos;
+  // A reload that fails keeps what was serving (as Triton does): a version
+  // that no longer loads keeps its previous copy, and a model whose config
+  // or folder no longer loads keeps all of its versions. The failure is
+  // reported (the result, the log, the version's reason).
+  ModelEntry previous;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = models_.find(name);
+    if (it != models_.end()) previous = it->second;
+  }
+  std::string kept;
+  if (!missing_folder && !previous.versions.empty()) {
+    if (entry.versions.empty() && entry.status.versions.empty()) {
+      kept = entry.status.reason;
+      Log("model " + name + ": reload failed, still serving the versions "
+          "loaded before: " + kept);
+      previous.status.reason = "reload failed: " + kept;
+      entry = std::move(previous);
+    } else {
+      for (VersionStatus& vs : entry.status.versions) {
+        if (vs.state == ReadyState::kReady) continue;
+        auto old = previous.versions.find(vs.version);
+        if (old == previous.versions.end()) continue;
+        kept = vs.reason;
+        Log("model " + name + " v" + std::to_string(vs.version) +
+            ": reload failed, still serving the copy loaded before");
+        vs.state = ReadyState::kReady;
+        vs.reason = "reload failed, serving the copy loaded before: " + kept;
+        entry.versions[vs.version] = old->second;
+        entry.status.state = ReadyState::kReady;
+        entry.status.reason.clear();
+      }
+    }
+  }
   const bool ready = entry.status.state == ReadyState::kReady;
   const std::string reason = entry.status.reason;
-  const bool missing_folder =
-      reason.find("no such model folder") != std::string::npos;
   {
     // The old versions' shared_ptrs are released here (outside Get()'s way);
     // requests holding them keep them alive.
     std::lock_guard<std::mutex> lock(mutex_);
     models_[name] = std::move(entry);
+  }
+  if (!kept.empty()) {
+    return Status(StatusCode::kUnavailable,
+                  "reload of model '" + name +
+                      "' failed; the previously loaded copy keeps serving: " +
+                      kept);
   }
   if (ready) return Status::Ok();
   return Status(

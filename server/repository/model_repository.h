@@ -145,9 +145,13 @@ class ModelRepository {
 
   // Loads, or reloads, every version of `name` its version policy selects.
   // The new set of versions replaces the old one at once (versions no longer
-  // selected are dropped). Returns OK when at least one version is ready,
-  // else the model's error (NOT_FOUND for a missing folder); either way the
-  // outcome is in ModelState().
+  // selected are dropped). A reload that fails keeps what was serving: a
+  // version whose files no longer load keeps its previous copy (READY, its
+  // reason saying so), and a model whose config.yaml no longer parses keeps
+  // all its versions; the result is then UNAVAILABLE naming the failure.
+  // Otherwise returns OK when at least one version is ready, else the
+  // model's error (NOT_FOUND for a missing folder); either way the outcome
+  // is in ModelState().
   Status LoadModel(const std::string& name);
 
   // Drops `name` and its state; requests holding its versions finish on

@@ -27,7 +27,7 @@ StatusOr<std::unique_ptr<ModelManager>> ModelManager::Create(
 }
 
 ModelManager::VersionMap ModelManager::BuildSchedulers(
-    const std::string& name) const {
+    const std::string& name, const VersionMap& current) const {
   VersionMap versions;
   auto state = repository_->ModelState(name);
   if (!state.ok()) return versions;
@@ -35,6 +35,12 @@ ModelManager::VersionMap ModelManager::BuildSchedulers(
     if (v.state != repository::ReadyState::kReady) continue;
     auto model = repository_->Get(name, v.version);
     if (!model.ok()) continue;  // unloaded meanwhile
+    auto same = current.find(v.version);
+    if (same != current.end() && same->second->source_model() == *model &&
+        !same->second->stopped()) {
+      versions.emplace(v.version, same->second);
+      continue;
+    }
     ModelScheduler::Options so;
     so.model = *model;
     so.num_batch_threads =
@@ -75,14 +81,29 @@ void ModelManager::Replace(const std::string& name, VersionMap versions) {
     }
   }
   // Drain outside the lock: Get keeps answering (with the new versions).
-  for (auto& [version, scheduler] : old) scheduler->Stop();
+  for (auto& [version, scheduler] : old) {
+    bool carried_on = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = models_.find(name);
+      carried_on = it != models_.end() && it->second.count(version) > 0 &&
+                   it->second.at(version) == scheduler;
+    }
+    if (!carried_on) scheduler->Stop();
+  }
   if (options_.on_change) options_.on_change();
 }
 
 Status ModelManager::LoadModel(const std::string& name) {
   std::lock_guard<std::mutex> load_lock(load_mutex_);
   const Status status = repository_->LoadModel(name);
-  Replace(name, BuildSchedulers(name));
+  VersionMap current;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = models_.find(name);
+    if (it != models_.end()) current = it->second;
+  }
+  Replace(name, BuildSchedulers(name, current));
   return status;
 }
 

@@ -89,10 +89,13 @@ class ModelManager {
 
   ModelManager(const Options& options,
                std::unique_ptr<repository::ModelRepository> repository);
-  // Builds schedulers for the repository's ready versions of `name`.
-  VersionMap BuildSchedulers(const std::string& name) const;
+  // Schedulers for the repository's ready versions of `name`: those of
+  // `current` whose version the repository kept as it was (a failed reload
+  // keeps the old copy) carry on, with their streams; the others are new.
+  VersionMap BuildSchedulers(const std::string& name,
+                             const VersionMap& current) const;
   // Swaps `name`'s schedulers for `versions` (none: removes the model) and
-  // drains the old ones.
+  // drains the old ones that are not carried on.
   void Replace(const std::string& name, VersionMap versions);
 
   const Options options_;

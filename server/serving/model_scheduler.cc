@@ -164,7 +164,8 @@ void ObserveBatch(metrics::ModelMetrics* m, int sequences, int64_t compute_us,
 }  // namespace
 
 ModelScheduler::ModelScheduler(const Options& options)
-    : model_(options.model),
+    : source_model_(options.model),
+      model_(options.model),
       intra_op_threads_(options.intra_op_threads),
       drift_seed_(options.drift_seed),
       metrics_(options.metrics) {

@@ -126,6 +126,12 @@ class ModelScheduler {
   std::shared_ptr<const repository::LoadedModel> model_ptr() const {
     return std::atomic_load(&model_);
   }
+  // The LoadedModel the repository gave this scheduler (model_ptr() may be
+  // a recalibrated copy of it); the manager keeps a scheduler across a
+  // reload that leaves this version untouched.
+  const std::shared_ptr<const repository::LoadedModel>& source_model() const {
+    return source_model_;
+  }
   // True while drift made the model fall back to f32 (drift.action
   // fallback_f32); requests then run on the f32 model.
   bool serving_f32_fallback() const { return use_f32_.load(); }
@@ -173,6 +179,7 @@ class ModelScheduler {
   void RunTasks(std::vector<std::unique_ptr<DynamicTask>>& batch);
   void RunChunks(std::vector<SequenceBatcherT::Item>& items);
 
+  const std::shared_ptr<const repository::LoadedModel> source_model_;
   // Accessed with std::atomic_load/store (recalibration swaps them).
   std::shared_ptr<const repository::LoadedModel> model_;
   std::shared_ptr<DriftMonitor> drift_;

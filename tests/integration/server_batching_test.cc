@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -390,6 +391,58 @@ TEST_F(ServerBatchingTest, LoadAndUnloadUnderTrafficFailNothingElse) {
   // Unloading an unknown model is NOT_FOUND; a bad name is refused.
   EXPECT_EQ(repository_call("never", false).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(repository_call("../etc", true).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// A model file replaced by garbage and reloaded under traffic: the load
+// RPC reports the error, the old copy keeps serving every request (its
+// batcher, and the streams in it, carry on).
+TEST_F(ServerBatchingTest, GarbageModelReloadKeepsTheOldCopyServing) {
+  TempRepository repo;
+  repo.AddCharlm("busy", "{kind: dynamic, max_batch_size: 16, max_queue_delay_us: 500}");
+  auto server = StartServer(repo.root(), [](config::ServerConfig* c) {
+    c->model_control = config::ModelControl::kExplicit;
+    c->startup_models = {"busy"};
+  });
+  ASSERT_NE(server, nullptr);
+  const auto tokens = TokenSlice(tokens_, cols_, 2, 1, 24);
+  const std::vector<float> expected = Direct(*server, "busy", tokens, 1, 24);
+  const auto scheduler_before = server->manager().Get("busy").value();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> served{0}, failed{0};
+  std::vector<std::thread> traffic;
+  for (int c = 0; c < 4; ++c) {
+    traffic.emplace_back([&] {
+      auto stub = inference::GRPCInferenceService::NewStub(Connect(server->address()));
+      while (!stop.load()) {
+        inference::ModelInferResponse response;
+        const grpc::Status status = Call(*stub, TokenRequest("busy", tokens, 1, 24), &response);
+        (status.ok() && MaxAbsDiff(OutputFloats(response), expected) < 1e-4 ? served : failed)++;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::ofstream(repo.root() + "/busy/1/model.onnx", std::ios::trunc) << "garbage";
+  auto stub = inference::GRPCInferenceService::NewStub(Connect(server->address()));
+  grpc::ClientContext ctx;
+  inference::RepositoryModelLoadRequest request;
+  request.set_model_name("busy");
+  inference::RepositoryModelLoadResponse r;
+  const grpc::Status load = stub->RepositoryModelLoad(&ctx, request, &r);
+  EXPECT_EQ(load.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(load.error_message(), HasSubstr("previously loaded copy keeps serving"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  stop = true;
+  for (auto& t : traffic) t.join();
+  EXPECT_GT(served.load(), 0);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(server->manager().Get("busy").value(), scheduler_before);
+  grpc::ClientContext ctx2;
+  inference::RepositoryIndexResponse index;
+  ASSERT_TRUE(stub->RepositoryIndex(&ctx2, {}, &index).ok());
+  ASSERT_EQ(index.models_size(), 1);
+  EXPECT_EQ(index.models(0).state(), "READY");
+  EXPECT_THAT(index.models(0).reason(), HasSubstr("reload failed"));
 }
 
 }  // namespace

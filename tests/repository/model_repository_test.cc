@@ -424,6 +424,41 @@ TEST_F(RepositoryTest, UnloadKeepsHeldModelsAndReloadSwaps) {
   ExpectSame(RunOn(*first->serving_model, input), RunOn(*direct.f32, input));
 }
 
+TEST_F(RepositoryTest, FailedReloadKeepsServingTheCopyLoadedBefore) {
+  AddGoldenVersion("m", 1, "lstm_2l", false);
+  auto repo = MakeRepository();
+  ASSERT_TRUE(repo->LoadModel("m").ok());
+  std::shared_ptr<const LoadedModel> before = *repo->Get("m");
+
+  // The model file is replaced by garbage and reloaded: an error naming the
+  // file, and the old copy keeps serving (READY, reason saying so).
+  WriteFile(Dir("m", 1) + "/model.onnx", "this is not an ONNX model");
+  const Status reload = repo->LoadModel("m");
+  EXPECT_EQ(reload.code(), StatusCode::kUnavailable);
+  EXPECT_NE(reload.message().find("model.onnx"), std::string::npos) << reload.message();
+  auto after = repo->Get("m");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->get(), before.get());
+  auto state = repo->ModelState("m");
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->state, ReadyState::kReady);
+  ASSERT_EQ(state->versions.size(), 1u);
+  EXPECT_NE(state->versions[0].reason.find("reload failed"), std::string::npos);
+  EXPECT_TRUE(LogContains("reload failed"));
+
+  // A config.yaml that no longer parses: every version loaded before stays.
+  WriteFile(Dir("m", 1) + "/../config.yaml", "batching: {max_batch_size: -4}\n");
+  EXPECT_EQ(repo->LoadModel("m").code(), StatusCode::kUnavailable);
+  EXPECT_EQ(repo->Get("m")->get(), before.get());
+
+  // Fixed again: a fresh copy replaces the kept one.
+  Copy(kGoldens + "/lstm_2l/model.onnx", Dir("m", 1) + "/model.onnx");
+  WriteFile(Dir("m", 1) + "/../config.yaml", "");
+  ASSERT_TRUE(repo->LoadModel("m").ok());
+  EXPECT_NE(repo->Get("m")->get(), before.get());
+  EXPECT_EQ(repo->ModelState("m")->versions[0].reason, "");
+}
+
 TEST_F(RepositoryTest, GetDuringReloadsAlwaysYieldsAUsableModel) {
   AddGoldenVersion("m", 1, "lstm_2l", false);
   auto repo = MakeRepository();
