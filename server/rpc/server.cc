@@ -50,6 +50,14 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   return grpc::SslServerCredentials(ssl);
 }
 
+// A configured HOST:PORT with the port actually bound (port 0 picks one);
+// unix: addresses have no port.
+std::string WithPort(const std::string& configured, int port) {
+  if (configured.rfind("unix:", 0) == 0) return configured;
+  return configured.substr(0, configured.rfind(':')) + ":" +
+         std::to_string(port);
+}
+
 // Scrape-time values of every served version, and of versions that failed
 // to load (ready 0).
 std::vector<metrics::ModelSnapshot> Snapshots(serving::ModelManager& manager) {
@@ -183,16 +191,11 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const Options& options) {
 }
 
 std::string Server::metrics_address() const {
-  const std::string& configured = options_.config.metrics_address;
-  const size_t colon = configured.rfind(':');
-  return configured.substr(0, colon) + ":" + std::to_string(metrics_port());
+  return WithPort(options_.config.metrics_address, metrics_port());
 }
 
 std::string Server::address() const {
-  const std::string& configured = options_.config.grpc_address;
-  if (configured.rfind("unix:", 0) == 0) return configured;
-  const size_t colon = configured.rfind(':');
-  return configured.substr(0, colon) + ":" + std::to_string(port_);
+  return WithPort(options_.config.grpc_address, port_);
 }
 
 void Server::LoadModels() {
