@@ -64,6 +64,19 @@ StatusCode StreamErrorCode(const inference::ModelStreamInferResponse& r) {
 
 }  // namespace
 
+InferRequest StreamChunkRequest(const StreamRequest& request,
+                                const NpyArray& sequence, StepRange range,
+                                size_t k, size_t n) {
+  InferRequest chunk;
+  chunk.model = request.model;
+  chunk.version = request.version;
+  chunk.input_name = request.input_name;
+  chunk.input = SliceSteps(sequence, range);
+  if (!request.id_prefix.empty()) chunk.id = request.id_prefix + std::to_string(k);
+  chunk.sequence = {request.sequence_id, k == 0, k + 1 == n};
+  return chunk;
+}
+
 std::optional<int64_t> InferResult::batch_size() const {
   auto it = parameters.find("batch_size");
   if (it == parameters.end()) return std::nullopt;
@@ -434,13 +447,7 @@ StatusOr<StreamResult> InferenceClient::StreamSequence(
                         std::to_string(chunks[k].end) + ")");
   };
   for (size_t k = 0; k < n; ++k) {
-    InferRequest chunk;
-    chunk.model = request.model;
-    chunk.version = request.version;
-    chunk.input = SliceSteps(sequence, chunks[k]);
-    if (!request.id_prefix.empty())
-      chunk.id = request.id_prefix + std::to_string(k);
-    chunk.sequence = {request.sequence_id, k == 0, k + 1 == n};
+    const InferRequest chunk = StreamChunkRequest(request, sequence, chunks[k], k, n);
     inference::ModelInferRequest proto;
     if (Status s = BuildInferRequest(chunk, input_name, &proto); !s.ok())
       return fail(k, s);

@@ -32,6 +32,7 @@
 #include "proto/grpc_service.pb.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/rnnserve_service.grpc.pb.h"
+#include "client/sequence_chunks.h"
 #include "server/common/npy.h"
 #include "server/common/status.h"
 
@@ -88,6 +89,13 @@ struct StreamRequest {
   uint64_t sequence_id = 1;
   std::string id_prefix;  // chunk k gets request id "<id_prefix>k" if set
 };
+
+// Chunk k of the `n` chunks of `request` (its steps `range` of `sequence`,
+// the request's sequence with the batch dimension): sequence_start on the
+// first, sequence_end on the last, request id "<id_prefix>k" if set.
+InferRequest StreamChunkRequest(const StreamRequest& request,
+                                const NpyArray& sequence, StepRange range,
+                                size_t k, size_t n);
 
 struct StreamResult {
   // The chunks' outputs concatenated along T (the output's axis 1).

@@ -387,14 +387,8 @@ StatusOr<RoutedStreamResult> RoutingClient::StreamWithRestart(
     Status failure;
     size_t k = 0;
     for (; k < n; ++k) {
-      InferRequest chunk;
-      chunk.model = request.model;
-      chunk.version = request.version;
-      chunk.input_name = request.input_name;
-      chunk.input = SliceSteps(sequence, chunks[k]);
-      if (!request.id_prefix.empty())
-        chunk.id = request.id_prefix + std::to_string(k);
-      chunk.sequence = {request.sequence_id, k == 0, k + 1 == n};
+      const InferRequest chunk =
+          StreamChunkRequest(request, sequence, chunks[k], k, n);
       std::string endpoint;
       auto part = InferSequenceChunk(chunk, &endpoint);
       if (!part.ok()) {
