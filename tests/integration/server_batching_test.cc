@@ -326,39 +326,71 @@ TEST_F(ServerBatchingTest, FullQueueIsResourceExhaustedAtOnce) {
   EXPECT_EQ(ok.load(), 2);  // the queued ones were served
 }
 
+// Clients sending the same request to `model` in a loop until Stop(),
+// counting answers equal to `expected` and everything else (with the first
+// failure's message).
+class Traffic {
+ public:
+  Traffic(const std::string& address, const std::string& model,
+          std::vector<int64_t> tokens, int t, std::vector<float> expected,
+          int clients) {
+    for (int c = 0; c < clients; ++c) {
+      threads_.emplace_back([this, address, model, tokens, t, expected] {
+        auto stub = inference::GRPCInferenceService::NewStub(Connect(address));
+        while (!stop_.load()) {
+          inference::ModelInferResponse response;
+          const grpc::Status status = Call(*stub, TokenRequest(model, tokens, 1, t), &response);
+          if (status.ok() && MaxAbsDiff(OutputFloats(response), expected) < 1e-4) {
+            ++served_;
+            continue;
+          }
+          ++failed_;
+          std::lock_guard<std::mutex> lock(mu_);
+          if (first_error_.empty()) first_error_ = status.error_message() + " ";
+        }
+      });
+    }
+  }
+  ~Traffic() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  int served() const { return served_.load(); }
+  int failed() const { return failed_.load(); }
+  std::string first_error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return first_error_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> served_{0}, failed_{0};
+  std::mutex mu_;
+  std::string first_error_;  // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
+// A server in model_control explicit with `startup` loaded.
+std::unique_ptr<rpc::Server> StartExplicit(const TempRepository& repo,
+                                           std::vector<std::string> startup) {
+  return StartServer(repo.root(), [startup](config::ServerConfig* c) {
+    c->model_control = config::ModelControl::kExplicit;
+    c->startup_models = startup;
+  });
+}
+
 TEST_F(ServerBatchingTest, LoadAndUnloadUnderTrafficFailNothingElse) {
   TempRepository repo;
   repo.AddCharlm("busy", "{kind: dynamic, max_batch_size: 16, max_queue_delay_us: 500}");
   repo.AddCharlm("other", "{kind: dynamic, max_batch_size: 16}");
-  auto server = StartServer(repo.root(), [](config::ServerConfig* c) {
-    c->model_control = config::ModelControl::kExplicit;
-    c->startup_models = {"busy"};
-  });
+  auto server = StartExplicit(repo, {"busy"});
   ASSERT_NE(server, nullptr);
   const auto tokens = TokenSlice(tokens_, cols_, 2, 1, 24);
-  const std::vector<float> expected = Direct(*server, "busy", tokens, 1, 24);
-
-  std::atomic<bool> stop{false};
-  std::atomic<int> served{0}, failed{0};
-  std::mutex errors_mu;
-  std::vector<std::string> errors;
-  std::vector<std::thread> traffic;
-  for (int c = 0; c < 8; ++c) {
-    traffic.emplace_back([&] {
-      auto stub = inference::GRPCInferenceService::NewStub(Connect(server->address()));
-      while (!stop.load()) {
-        inference::ModelInferResponse response;
-        const grpc::Status status = Call(*stub, TokenRequest("busy", tokens, 1, 24), &response);
-        if (status.ok() && MaxAbsDiff(OutputFloats(response), expected) < 1e-4) {
-          ++served;
-        } else {
-          ++failed;
-          std::lock_guard<std::mutex> lock(errors_mu);
-          errors.push_back(status.error_message());
-        }
-      }
-    });
-  }
+  Traffic traffic(server->address(), "busy", tokens, 24,
+                  Direct(*server, "busy", tokens, 1, 24), 8);
   auto stub = inference::GRPCInferenceService::NewStub(Connect(server->address()));
   auto repository_call = [&](const std::string& name, bool load) {
     grpc::ClientContext ctx;
@@ -384,10 +416,9 @@ TEST_F(ServerBatchingTest, LoadAndUnloadUnderTrafficFailNothingElse) {
     // Reloading the busy model itself must not fail its in-flight requests.
     ASSERT_TRUE(repository_call("busy", true).ok());
   }
-  stop = true;
-  for (auto& t : traffic) t.join();
-  EXPECT_GT(served.load(), 0);
-  EXPECT_EQ(failed.load(), 0) << (errors.empty() ? "" : errors.front());
+  traffic.Stop();
+  EXPECT_GT(traffic.served(), 0);
+  EXPECT_EQ(traffic.failed(), 0) << traffic.first_error();
   // Unloading an unknown model is NOT_FOUND; a bad name is refused.
   EXPECT_EQ(repository_call("never", false).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(repository_call("../etc", true).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -399,28 +430,12 @@ TEST_F(ServerBatchingTest, LoadAndUnloadUnderTrafficFailNothingElse) {
 TEST_F(ServerBatchingTest, GarbageModelReloadKeepsTheOldCopyServing) {
   TempRepository repo;
   repo.AddCharlm("busy", "{kind: dynamic, max_batch_size: 16, max_queue_delay_us: 500}");
-  auto server = StartServer(repo.root(), [](config::ServerConfig* c) {
-    c->model_control = config::ModelControl::kExplicit;
-    c->startup_models = {"busy"};
-  });
+  auto server = StartExplicit(repo, {"busy"});
   ASSERT_NE(server, nullptr);
   const auto tokens = TokenSlice(tokens_, cols_, 2, 1, 24);
-  const std::vector<float> expected = Direct(*server, "busy", tokens, 1, 24);
   const auto scheduler_before = server->manager().Get("busy").value();
-
-  std::atomic<bool> stop{false};
-  std::atomic<int> served{0}, failed{0};
-  std::vector<std::thread> traffic;
-  for (int c = 0; c < 4; ++c) {
-    traffic.emplace_back([&] {
-      auto stub = inference::GRPCInferenceService::NewStub(Connect(server->address()));
-      while (!stop.load()) {
-        inference::ModelInferResponse response;
-        const grpc::Status status = Call(*stub, TokenRequest("busy", tokens, 1, 24), &response);
-        (status.ok() && MaxAbsDiff(OutputFloats(response), expected) < 1e-4 ? served : failed)++;
-      }
-    });
-  }
+  Traffic traffic(server->address(), "busy", tokens, 24,
+                  Direct(*server, "busy", tokens, 1, 24), 4);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::ofstream(repo.root() + "/busy/1/model.onnx", std::ios::trunc) << "garbage";
   auto stub = inference::GRPCInferenceService::NewStub(Connect(server->address()));
@@ -432,10 +447,9 @@ TEST_F(ServerBatchingTest, GarbageModelReloadKeepsTheOldCopyServing) {
   EXPECT_EQ(load.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(load.error_message(), HasSubstr("previously loaded copy keeps serving"));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  stop = true;
-  for (auto& t : traffic) t.join();
-  EXPECT_GT(served.load(), 0);
-  EXPECT_EQ(failed.load(), 0);
+  traffic.Stop();
+  EXPECT_GT(traffic.served(), 0);
+  EXPECT_EQ(traffic.failed(), 0) << traffic.first_error();
   EXPECT_EQ(server->manager().Get("busy").value(), scheduler_before);
   grpc::ClientContext ctx2;
   inference::RepositoryIndexResponse index;
