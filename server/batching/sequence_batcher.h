@@ -41,7 +41,10 @@
 //
 // Idle streams: a live stream with nothing queued or running for
 // max_sequence_idle_us is freed (checked by the workers, which wake for it,
-// and by Schedule, so expiry is exact on a FakeClock).
+// and by Schedule, so expiry is exact on a FakeClock). Idle time counts from
+// when the last chunk's result was ready, i.e. from before its done() is
+// called, so a chunk sent after the caller saw that answer is judged on the
+// caller's timeline.
 //
 // Batch formation: like DynamicBatcher (see dynamic_batcher.h) without
 // preferred sizes; every chunk is one sequence of the batch. Among streams
@@ -198,6 +201,7 @@ class SequenceBatcher {
             std::to_string(options_.max_active_sequences) + ")");
       }
       it = sequences_.emplace(c.sequence_id, Sequence()).first;
+      it->second.generation = next_generation_++;
     }
     Sequence& seq = it->second;
     seq.open = !c.sequence_end;
@@ -240,7 +244,9 @@ class SequenceBatcher {
     std::deque<Pending> pending;
     bool open = true;        // no sequence_end queued since the last start
     bool in_flight = false;  // a chunk of it is being processed
+    bool answering = false;  // ...and its done() is being called
     int64_t last_active_us = 0;
+    uint64_t generation = 0;  // tells a restarted-after-free stream apart
   };
   // A chunk to answer outside the lock.
   struct Completion {
@@ -263,8 +269,13 @@ class SequenceBatcher {
                ? kNoDeadline
                : seq.last_active_us + options_.max_sequence_idle_us;
   }
+  // A stream whose chunk is being answered is idle already (its result is
+  // out); it stays in flight only to keep its answers in order.
+  static bool IsIdle(const Sequence& seq) {
+    return seq.pending.empty() && (!seq.in_flight || seq.answering);
+  }
   bool IsExpiredLocked(const Sequence& seq, int64_t now) const {
-    return seq.pending.empty() && !seq.in_flight && now >= ExpiresAt(seq);
+    return IsIdle(seq) && now >= ExpiresAt(seq);
   }
 
   // Frees idle streams; returns when the next one would expire.
@@ -276,7 +287,7 @@ class SequenceBatcher {
         ++stats_.expired_sequences;
         continue;
       }
-      if (it->second.pending.empty() && !it->second.in_flight) {
+      if (IsIdle(it->second)) {
         next = std::min(next, ExpiresAt(it->second));
       }
       ++it;
@@ -440,7 +451,8 @@ class SequenceBatcher {
     lock.lock();
     const int64_t done_at = clock_->NowMicros();
     std::vector<Completion> completions;
-    std::vector<uint64_t> continuing;  // stay in flight until done() ran
+    // (id, generation): stay in flight until done() ran.
+    std::vector<std::pair<uint64_t, uint64_t>> continuing;
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = sequences_.find(ids[i]);  // in-flight streams are never freed
       Sequence& seq = it->second;
@@ -454,7 +466,8 @@ class SequenceBatcher {
         sequences_.erase(it);
       } else {
         seq.state = std::move(items[i].state);
-        continuing.push_back(ids[i]);
+        seq.answering = true;
+        continuing.emplace_back(ids[i], seq.generation);
       }
     }
     lock.unlock();
@@ -462,10 +475,13 @@ class SequenceBatcher {
     lock.lock();
     // Only now may a stream's next chunk run: its done() is then called
     // after this one's, so callers see a stream's answers in order.
-    for (uint64_t id : continuing) {
+    // A stream freed meanwhile (expired while answering) may have been
+    // started again under the same id: leave that one alone.
+    for (const auto& [id, generation] : continuing) {
       auto it = sequences_.find(id);
-      if (it == sequences_.end()) continue;
+      if (it == sequences_.end() || it->second.generation != generation) continue;
       it->second.in_flight = false;  // idle time counts from done_at
+      it->second.answering = false;
     }
     if (queued_chunks_ > 0) cv_.notify_one();
   }
@@ -485,6 +501,7 @@ class SequenceBatcher {
   std::unordered_map<uint64_t, Sequence> sequences_;  // guarded by mu_
   int64_t queued_chunks_ = 0;                         // guarded by mu_
   uint64_t next_order_ = 0;                           // guarded by mu_
+  uint64_t next_generation_ = 0;                      // guarded by mu_
   bool stopping_ = false;                             // guarded by mu_
   BatcherStats stats_;                                // guarded by mu_
 

@@ -261,6 +261,74 @@ TEST(SequenceBatcherTest, IdleStreamIsFreed) {
   EXPECT_EQ(r.After(1, 13), (State{13}));
 }
 
+// A caller that got its answer and then waited past the idle limit finds
+// the stream gone, even if it sends before the batcher finished answering
+// (done() still running). Done here from inside done() itself, the widest
+// form of that window; a restart under the same id in that window is a new
+// stream the old answer's bookkeeping must not touch.
+TEST(SequenceBatcherTest, IdleTimeCountsFromTheAnswerNotFromDoneReturning) {
+  FakeClock clock;
+  SequenceBatcherOptions options;
+  options.max_sequence_idle_us = 10'000;
+  options.num_batch_threads = 1;  // 12 runs after 10's done() returned
+  options.clock = &clock;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> completed;
+  std::map<int, State> after;
+  Batcher* batcher_ptr = nullptr;
+  Status late = Status::Ok(), restart = Status::Ok();
+  auto batcher = Batcher::Create(options, [&](std::vector<Batcher::Item>& batch) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& item : batch) {
+      item.state.push_back(item.chunk->payload);
+      after[item.chunk->payload] = item.state;
+    }
+  });
+  ASSERT_TRUE(batcher.ok());
+  batcher_ptr = batcher->get();
+  auto make = [&](int value, bool start, bool end) {
+    auto chunk = std::make_unique<Batcher::Chunk>();
+    chunk->sequence_id = 1;
+    chunk->sequence_start = start;
+    chunk->sequence_end = end;
+    chunk->payload = value;
+    chunk->done = [&](Status, int& v) {
+      std::lock_guard<std::mutex> lock(mu);
+      completed.push_back(v);
+      cv.notify_all();
+    };
+    return chunk;
+  };
+  auto first = make(10, true, false);
+  first->done = [&](Status, int& v) {
+    clock.AdvanceMicros(10'000);
+    auto next = make(11, false, false);
+    late = batcher_ptr->Schedule(&next);
+    auto again = make(12, true, false);
+    restart = batcher_ptr->Schedule(&again);
+    std::lock_guard<std::mutex> lock(mu);
+    completed.push_back(v);
+    cv.notify_all();
+  };
+  ASSERT_TRUE((*batcher)->Schedule(&first).ok());
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30),
+                          [&] { return completed.size() == 2; }));
+  EXPECT_EQ(late.code(), StatusCode::kFailedPrecondition) << late.ToString();
+  EXPECT_TRUE(restart.ok()) << restart.ToString();
+  EXPECT_EQ(after[12], (State{12}));  // the restart began from zero state
+  lock.unlock();
+  // The restarted stream is live and takes its next chunk in order.
+  auto last = make(13, false, true);
+  ASSERT_TRUE((*batcher)->Schedule(&last).ok());
+  lock.lock();
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30),
+                          [&] { return completed.size() == 3; }));
+  EXPECT_EQ(after[13], (State{12, 13}));
+  EXPECT_EQ(completed, (std::vector<int>{10, 12, 13}));
+}
+
 TEST(SequenceBatcherTest, BoundsLiveStreams) {
   FakeClock clock;
   Recorder r;
