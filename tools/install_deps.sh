@@ -17,14 +17,20 @@ PY_PKGS=(
   libopenblas0-openmp
 )
 # fortunes: the text tools/train_demo_model.py trains the demo model on;
-# openssl: the TLS tests make their certificates with its command line.
-TEST_PKGS=(prometheus gnuplot-nox fortunes openssl)
+# openssl: the TLS tests make their certificates with its command line;
+# clang, libclang-rt-dev (libFuzzer, sanitizer runtimes), llvm (its
+# symbolizer): the fuzz targets in tests/fuzz.
+TEST_PKGS=(prometheus gnuplot-nox fortunes openssl clang libclang-rt-dev llvm)
+# deploy/container/build_and_run.sh: podman with runc, and debootstrap for
+# the base image (no registry is reachable).
+CONTAINER_PKGS=(podman runc debootstrap)
 
 want=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
   build) ;;
   all) want+=("${PY_PKGS[@]}" "${TEST_PKGS[@]}") ;;
-  *) echo "usage: $0 [build|all]" >&2; exit 2 ;;
+  container) want=("${CONTAINER_PKGS[@]}") ;;
+  *) echo "usage: $0 [build|all|container]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -2,7 +2,8 @@
 # Builds the rnnserve container image with podman, starts it, and checks it
 # from outside and inside: health (rnnserve-client and the image's own
 # HEALTHCHECK), model list, one inference, /metrics, non-root user,
-# read-only root filesystem, graceful stop (exit 0 on SIGTERM).
+# read-only root filesystem, and SIGTERM under load (exit 0, no accepted
+# request lost).
 #
 #   deploy/container/build_and_run.sh        # from anywhere in the checkout
 #
@@ -28,7 +29,8 @@
 #   DEBIAN_MIRROR  debootstrap mirror (default http://deb.debian.org/debian)
 #   SKIP_BUILD=1   test an image built before
 #   KEEP=1         leave the test container running
-# Needs (Debian): podman runc debootstrap — run as root (debootstrap needs it).
+# Needs (Debian): podman runc debootstrap, installed by `tools/install_deps.sh
+# container` when missing — run as root (debootstrap needs it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,10 +45,12 @@ NAME=rnnserve-smoke-$$
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
-for tool in podman runc; do
-  command -v "$tool" >/dev/null ||
-    die "$tool is missing: apt-get install --no-install-recommends podman runc debootstrap"
-done
+ROOT_TOOLS="$ROOT/tools/install_deps.sh container"
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null ||
+   ! command -v debootstrap >/dev/null; then
+  log "installing podman, runc, debootstrap ($ROOT_TOOLS)"
+  $ROOT_TOOLS >&2 || die "could not install podman runc debootstrap"
+fi
 
 # A private containers.conf (unless the caller brings one).
 WORK=$(mktemp -d)
@@ -153,11 +157,52 @@ uid=$(in_container id -u)
 [ "$uid" = 10001 ] || die "runs as uid $uid, want 10001"
 if in_container sh -c 'touch /models/x' 2>/dev/null; then die "root filesystem writable"; fi
 
-log "graceful stop (SIGTERM)"
+# ---- SIGTERM under load ------------------------------------------------------
+# A closed-loop load generator in a second container keeps 8 requests in
+# flight; the server gets SIGTERM in the middle. No request the server
+# accepted may be lost: its shutdown line must count as many answered as
+# accepted, and the client must have seen exactly as many OK answers as the
+# server gave during the load (the server's OK count before the load comes
+# from /metrics). Requests sent after the drain began fail (UNAVAILABLE or
+# CANCELLED): those were never accepted.
+ok_before=$(python3 - "$METRICS_PORT" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(int(sum(float(m.group(1)) for m in re.finditer(
+    r'^rnnserve_requests_total\{[^}]*code="OK"[^}]*\} (\S+)$', text, re.M))))
+PY
+) || die "reading rnnserve_requests_total"
+log "SIGTERM under load: perf at concurrency 8 from a second container ($ok_before OK so far)"
+"${PODMAN[@]}" run --rm --network host "$IMAGE" \
+  rnnserve-client perf --address "127.0.0.1:$GRPC_PORT" --model charlm \
+  --input /models/charlm/1/calibration.npy --concurrency 8 --warmup 0 \
+  --duration 10 --json >"$WORK/perf.json" 2>"$WORK/perf.err" &
+perf_pid=$!
+sleep 4
 "${PODMAN[@]}" stop --time 40 "$NAME" >/dev/null
+wait "$perf_pid" || { cat "$WORK/perf.err" >&2; die "perf under SIGTERM exited $?"; }
 code=$("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$NAME")
 "${PODMAN[@]}" logs "$NAME" 2>&1 | tail -n 4 >&2
 [ "$code" = 0 ] || die "exit code $code after SIGTERM, want 0"
 "${PODMAN[@]}" logs "$NAME" 2>&1 | grep -q 'exit 0' || die "no 'exit 0' in the log"
+shutdown_line=$("${PODMAN[@]}" logs "$NAME" 2>&1 | grep 'shutdown complete:') ||
+  die "no 'shutdown complete' line in the log"
+python3 - "$WORK/perf.json" "$ok_before" "$shutdown_line" <<'PY' || die "requests lost under SIGTERM"
+import json, re, sys
+perf = json.load(open(sys.argv[1]))
+ok_before = int(sys.argv[2])
+m = re.search(r"(\d+) inference requests accepted, (\d+) answered \((\d+) OK\)", sys.argv[3])
+assert m, f"unexpected shutdown line: {sys.argv[3]!r}"
+accepted, answered, server_ok = map(int, m.groups())
+client_ok = perf["requests"] - perf["errors"]
+print(f"client: {client_ok} OK, errors {perf['errors_by_code']}; server: accepted "
+      f"{accepted}, answered {answered}, OK {server_ok} ({ok_before} before the load)",
+      file=sys.stderr)
+assert accepted == answered, "the server dropped accepted requests"
+assert client_ok > 0, "no request succeeded before SIGTERM: the load never ran"
+assert client_ok == server_ok - ok_before, "client and server disagree on OK answers"
+unexpected = set(perf["errors_by_code"]) - {"UNAVAILABLE", "CANCELLED"}
+assert not unexpected, f"errors other than the drain's: {unexpected}"
+PY
 
 log "PASS: $IMAGE"

@@ -1,0 +1,4 @@
+
+mseed*
+tokensINT64*2
+nope

@@ -1,0 +1,5 @@
+
+mseed"
+sequence_start"
+timeoutsoon*
+tokensINT64*

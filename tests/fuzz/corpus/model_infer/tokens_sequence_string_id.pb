@@ -1,0 +1,5 @@
+
+mseed"
+sequence_end"
+sequence_id17*
+tokensINT64*
