@@ -15,6 +15,7 @@
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "server/engine/onednn_context.h"
+#include "server/engine/packed_weights.h"
 #include "server/engine/rnn_model.h"
 
 namespace rnnserve::engine {
@@ -251,7 +252,8 @@ Workspace& ThreadWorkspace() {
 struct Matmul {
   dnnl::matmul primitive;
   dnnl::memory::desc src_md, dst_md, scratchpad_md;
-  std::vector<dnnl::memory> weights;  // one per direction
+  // One per direction; owned by the cached matmuls (packed_weights.h).
+  std::vector<std::shared_ptr<const dnnl::memory>> weights;
   std::string impl;
 };
 
@@ -282,10 +284,8 @@ struct GruInt8Layer::Impl {
   std::vector<float> bias;       // [dirs][4H]
   dnnl::primitive_attr attr;     // user scratchpad
 
-  std::mutex pack_mu;
-  // Packed weights by memory descriptor, per GEMM kind and direction; filled
-  // once per layout (in practice at Create). Guarded by pack_mu.
-  std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed[2][2];
+  // Packed weights by memory descriptor, per GEMM kind and direction.
+  PackedWeights packed[2][2];
 
   std::mutex cache_mu;
   using Key = std::pair<int, int64_t>;  // (GemmKind, rows)
@@ -296,33 +296,30 @@ struct GruInt8Layer::Impl {
   std::set<std::string> impls;  // every implementation built; cache_mu
 
   int64_t gates_width() const { return 3 * static_cast<int64_t>(hidden); }
-  StatusOr<dnnl::memory> Packed(GemmKind kind, int dir,
-                                const dnnl::memory::desc& md);
+  StatusOr<std::shared_ptr<const dnnl::memory>> Packed(
+      GemmKind kind, int dir, const dnnl::memory::desc& md);
   StatusOr<std::shared_ptr<const Matmul>> Get(GemmKind kind, int64_t rows);
 };
 
-StatusOr<dnnl::memory> GruInt8Layer::Impl::Packed(
+StatusOr<std::shared_ptr<const dnnl::memory>> GruInt8Layer::Impl::Packed(
     GemmKind kind, int dir, const dnnl::memory::desc& md) {
-  std::lock_guard<std::mutex> lock(pack_mu);
-  auto& list = packed[static_cast<int>(kind)][dir];
-  for (auto& [desc, mem] : list) {
-    if (desc == md) return mem;
-  }
-  try {
-    const int64_t K = kind == GemmKind::kInput ? input_size : hidden;
-    const std::vector<int8_t>& w = kind == GemmKind::kInput ? w_input : w_iter;
-    const dnnl::memory::desc user_md({K, gates_width()}, dt::s8, tag::ab);
-    dnnl::memory user(user_md, CpuEngine(),
-                      const_cast<int8_t*>(w.data()) + dir * K * gates_width());
-    dnnl::memory mem(md, CpuEngine());
-    dnnl::stream& s = ThreadContext().stream;
-    dnnl::reorder(user, mem).execute(s, user, mem);
-    s.wait();
-    list.emplace_back(md, mem);
-    return mem;
-  } catch (const dnnl::error& e) {
-    return FromDnnl(e, "int8 GRU: packing weights");
-  }
+  auto pack = [&](const dnnl::memory::desc& md) -> StatusOr<dnnl::memory> {
+    try {
+      const int64_t K = kind == GemmKind::kInput ? input_size : hidden;
+      const std::vector<int8_t>& w = kind == GemmKind::kInput ? w_input : w_iter;
+      const dnnl::memory::desc user_md({K, gates_width()}, dt::s8, tag::ab);
+      dnnl::memory user(user_md, CpuEngine(),
+                        const_cast<int8_t*>(w.data()) + dir * K * gates_width());
+      dnnl::memory mem(md, CpuEngine());
+      dnnl::stream& s = ThreadContext().stream;
+      dnnl::reorder(user, mem).execute(s, user, mem);
+      s.wait();
+      return mem;
+    } catch (const dnnl::error& e) {
+      return FromDnnl(e, "int8 GRU: packing weights");
+    }
+  };
+  return packed[static_cast<int>(kind)][dir].Get(md, pack);
 }
 
 StatusOr<std::shared_ptr<const Matmul>> GruInt8Layer::Impl::Get(GemmKind kind,
@@ -351,8 +348,8 @@ StatusOr<std::shared_ptr<const Matmul>> GruInt8Layer::Impl::Get(GemmKind kind,
     m->impl = pd.impl_info_str();
     m->primitive = dnnl::matmul(pd);
     for (int d = 0; d < directions; ++d) {
-      ASSIGN_OR_RETURN(dnnl::memory w, Packed(kind, d, pd.weights_desc()));
-      m->weights.push_back(w);
+      ASSIGN_OR_RETURN(auto w, Packed(kind, d, pd.weights_desc()));
+      m->weights.push_back(std::move(w));
     }
   } catch (const dnnl::error& e) {
     return FromDnnl(e, std::string("int8 GRU: ") +
@@ -378,16 +375,19 @@ GruInt8Layer::GruInt8Layer(std::unique_ptr<Impl> impl)
 
 GruInt8Layer::~GruInt8Layer() = default;
 
+int GruInt8Layer::packed_weight_copies() const {
+  int copies = 0;
+  for (const auto& kind : impl_->packed) {
+    for (const auto& dir : kind) copies += dir.live_copies();
+  }
+  return copies;
+}
+
 int64_t GruInt8Layer::weights_bytes() const {
   const Impl& m = *impl_;
   int64_t bytes = 0;
-  {
-    std::lock_guard<std::mutex> lock(impl_->pack_mu);
-    for (const auto& kind : m.packed) {
-      for (const auto& dir : kind) {
-        for (const auto& [md, mem] : dir) bytes += md.get_size();
-      }
-    }
+  for (const auto& kind : m.packed) {
+    for (const auto& dir : kind) bytes += dir.live_bytes();
   }
   bytes += static_cast<int64_t>(
       (m.dq.size() + m.bias.size()) * sizeof(float) +
@@ -606,7 +606,7 @@ Status GruInt8Layer::RunImpl(const float* x, const uint8_t* x_u8, int steps,
     auto args = [&](const Matmul& p, void* src, int d, void* dst) {
       std::unordered_map<int, dnnl::memory> a = {
           {DNNL_ARG_SRC, dnnl::memory(p.src_md, eng, src)},
-          {DNNL_ARG_WEIGHTS, p.weights[d]},
+          {DNNL_ARG_WEIGHTS, *p.weights[d]},
           {DNNL_ARG_DST, dnnl::memory(p.dst_md, eng, dst)},
       };
       if (p.scratchpad_md.get_size() > 0) {

@@ -123,6 +123,8 @@ class GruInt8Layer {
   // Bytes of packed weights and per-column constants held (for
   // RnnModel::weights_bytes).
   int64_t weights_bytes() const;
+  // Packed weight copies held now (see RnnModel::packed_weight_copies).
+  int packed_weight_copies() const;
 
   int input_size() const;
   int hidden_size() const;

@@ -12,6 +12,7 @@
 #include "oneapi/dnnl/dnnl.hpp"
 #include "server/engine/gru_int8.h"
 #include "server/engine/onednn_context.h"
+#include "server/engine/packed_weights.h"
 
 namespace rnnserve::engine {
 namespace {
@@ -159,11 +160,10 @@ struct LayerPlan {
   std::vector<float> w_iter_user;
   std::vector<float> bias;            // ldgo f32
 
-  std::mutex mu;
-  // Packed weights by memory descriptor. Filled once per layout (in practice
-  // once at Create); read by every call.
-  std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_layer;
-  std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_iter;
+  // Packed weights by memory descriptor, owned by the cached primitives
+  // (one copy per layout; see packed_weights.h for why layouts vary).
+  PackedWeights packed_layer;
+  PackedWeights packed_iter;
 
   dnnl::memory::dims WeightsLayerDims() const {
     return {1, spec->directions, spec->input_size, spec->gates(),
@@ -180,8 +180,8 @@ struct LayerPlan {
 
 struct LayerPrimitive {
   dnnl::primitive primitive;
-  dnnl::memory weights_layer;  // packed, shared
-  dnnl::memory weights_iter;
+  std::shared_ptr<const dnnl::memory> weights_layer;  // packed, shared
+  std::shared_ptr<const dnnl::memory> weights_iter;
   dnnl::memory::desc src_layer_md, src_iter_md, dst_layer_md, dst_iter_md;
   dnnl::memory::desc iter_c_md;  // cell state, always f32
   dnnl::memory::desc bias_md;
@@ -204,36 +204,33 @@ struct RnnModel::Impl {
       cache;  // guarded by cache_mu
   int max_cached = 64;
 
-  StatusOr<dnnl::memory> Packed(LayerPlan& plan, bool iter,
-                                const dnnl::memory::desc& md);
+  StatusOr<std::shared_ptr<const dnnl::memory>> Packed(
+      LayerPlan& plan, bool iter, const dnnl::memory::desc& md);
   StatusOr<LayerPrimitive> BuildLayer(LayerPlan& plan, int batch, int steps);
   StatusOr<std::shared_ptr<const ShapePrimitives>> Get(int batch, int steps);
 };
 
-StatusOr<dnnl::memory> RnnModel::Impl::Packed(LayerPlan& plan, bool iter,
-                                              const dnnl::memory::desc& md) {
-  std::lock_guard<std::mutex> lock(plan.mu);
-  auto& packed = iter ? plan.packed_iter : plan.packed_layer;
-  for (auto& [desc, mem] : packed) {
-    if (desc == md) return mem;
-  }
-  try {
-    auto user_md = dnnl::memory::desc(
-        iter ? plan.WeightsIterDims() : plan.WeightsLayerDims(), dt::f32,
-        tag::ldigo);
-    auto& user = iter ? plan.w_iter_user : plan.w_layer_user;
-    dnnl::memory user_mem(user_md, CpuEngine(), user.data());
-    dnnl::memory mem(md, CpuEngine());
-    dnnl::reorder::primitive_desc rpd(CpuEngine(), user_md, CpuEngine(), md,
-                                      plan.reorder_attr);
-    dnnl::stream& s = ThreadContext().stream;
-    dnnl::reorder(rpd).execute(s, user_mem, mem);
-    s.wait();
-    packed.emplace_back(md, mem);
-    return mem;
-  } catch (const dnnl::error& e) {
-    return FromDnnl(e, "packing weights");
-  }
+StatusOr<std::shared_ptr<const dnnl::memory>> RnnModel::Impl::Packed(
+    LayerPlan& plan, bool iter, const dnnl::memory::desc& md) {
+  auto pack = [&](const dnnl::memory::desc& md) -> StatusOr<dnnl::memory> {
+    try {
+      auto user_md = dnnl::memory::desc(
+          iter ? plan.WeightsIterDims() : plan.WeightsLayerDims(), dt::f32,
+          tag::ldigo);
+      auto& user = iter ? plan.w_iter_user : plan.w_layer_user;
+      dnnl::memory user_mem(user_md, CpuEngine(), user.data());
+      dnnl::memory mem(md, CpuEngine());
+      dnnl::reorder::primitive_desc rpd(CpuEngine(), user_md, CpuEngine(), md,
+                                        plan.reorder_attr);
+      dnnl::stream& s = ThreadContext().stream;
+      dnnl::reorder(rpd).execute(s, user_mem, mem);
+      s.wait();
+      return mem;
+    } catch (const dnnl::error& e) {
+      return FromDnnl(e, "packing weights");
+    }
+  };
+  return (iter ? plan.packed_iter : plan.packed_layer).Get(md, pack);
 }
 
 StatusOr<LayerPrimitive> RnnModel::Impl::BuildLayer(LayerPlan& plan,
@@ -471,13 +468,20 @@ std::vector<Precision> RnnModel::layer_precisions() const {
   return out;
 }
 
+int RnnModel::packed_weight_copies() const {
+  int copies = 0;
+  for (const auto& p : impl_->plans) {
+    if (p->gru_int8) copies += p->gru_int8->packed_weight_copies();
+    copies += p->packed_layer.live_copies() + p->packed_iter.live_copies();
+  }
+  return copies;
+}
+
 int64_t RnnModel::weights_bytes() const {
   int64_t bytes = 0;
   for (const auto& p : impl_->plans) {
     if (p->gru_int8) bytes += p->gru_int8->weights_bytes();
-    std::lock_guard<std::mutex> lock(p->mu);
-    for (auto& [md, mem] : p->packed_layer) bytes += md.get_size();
-    for (auto& [md, mem] : p->packed_iter) bytes += md.get_size();
+    bytes += p->packed_layer.live_bytes() + p->packed_iter.live_bytes();
     bytes += static_cast<int64_t>(p->bias.size() * sizeof(float));
   }
   if (spec_->has_head) {
@@ -684,8 +688,8 @@ Status RnnModel::RunObserved(const RunInput& in, RunOutput* out,
           {DNNL_ARG_SRC_LAYER,
            dnnl::memory(lp.src_layer_md, eng, const_cast<void*>(src->data()))},
           {DNNL_ARG_SRC_ITER, dnnl::memory(lp.src_iter_md, eng, h0_ptr)},
-          {DNNL_ARG_WEIGHTS_LAYER, lp.weights_layer},
-          {DNNL_ARG_WEIGHTS_ITER, lp.weights_iter},
+          {DNNL_ARG_WEIGHTS_LAYER, *lp.weights_layer},
+          {DNNL_ARG_WEIGHTS_ITER, *lp.weights_iter},
           {DNNL_ARG_BIAS, bias_mem},
           {DNNL_ARG_DST_LAYER, dnnl::memory(lp.dst_layer_md, eng, next.data())},
           {DNNL_ARG_DST_ITER, dnnl::memory(lp.dst_iter_md, eng, hn_ptr)},

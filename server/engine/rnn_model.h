@@ -98,6 +98,10 @@ class RnnModel {
   std::vector<Precision> layer_precisions() const;
   // Bytes of packed weights held (all layers and the head).
   int64_t weights_bytes() const;
+  // Packed weight copies held now, all layers. A copy lives while a cached
+  // shape's primitives use it (packed_weights.h), so this is bounded by
+  // max_cached_shapes whatever shapes the model has seen.
+  int packed_weight_copies() const;
   // Human-readable oneDNN implementation of each layer for `batch`x`steps`
   // (e.g. "brgemm:avx512_core_amx"), creating the primitives if needed.
   StatusOr<std::vector<std::string>> ImplementationInfo(int batch,

@@ -340,6 +340,55 @@ TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
   EXPECT_LT(MeanAbsDiff(a.output, b.output), 0.01);
 }
 
+// Packed weight copies live with the cached primitives that use them, so a
+// model that sees many request shapes holds at most max_cached_shapes
+// shapes' worth (oneDNN's reference RNN, which AVX2 machines run, packs per
+// batch size; the soak test saw a server grow ~450 KB per new batch size
+// when copies were kept forever). Answers after a copy was dropped and made
+// again are unchanged.
+TEST(RnnModelTest, PackedWeightCopiesAreBoundedByTheShapeCache) {
+  RandomModelOptions o;
+  o.layers = 3;  // LSTM, int8 GRU kernel, LSTM
+  ModelSpec spec = RandomModel(o);
+  RandomModelOptions g = o;
+  g.cell = CellType::kGru;
+  g.layers = 1;
+  g.input_size = o.hidden_size;
+  spec.layers[1] = RandomModel(g).layers[0];
+  auto q = Calibrate(spec, RandomSequences(spec, 16, 20, 5), {});
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  constexpr int kCached = 3;
+  RnnModelOptions options;
+  options.precision = Precision::kInt8;
+  options.quantization = std::make_shared<const QuantizationSpec>(*q);
+  options.max_cached_shapes = kCached;
+  auto made = RnnModel::Create(std::make_shared<const ModelSpec>(spec), options);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  const RnnModel& model = **made;
+  // Each LSTM layer's primitive holds two copies (layer and iteration
+  // weights) per cached shape; the GRU layer keeps max(2, kCached) matmuls,
+  // each with one copy.
+  const int bound = 2 * 2 * kCached + std::max(2, kCached);
+
+  const SequenceSet set = RandomSequences(spec, 24, 3, 11);
+  RunOutput first;
+  ASSERT_TRUE(model.Run(SliceSequences(spec, set, 0, 1), &first).ok());
+  int most = 0;
+  for (int n = 1; n <= 24; ++n) {
+    RunOutput out;
+    ASSERT_TRUE(model.Run(SliceSequences(spec, set, 0, n), &out).ok()) << n;
+    most = std::max(most, model.packed_weight_copies());
+  }
+  std::cout << "packed weight copies: at most " << most << " over 24 batch "
+            << "sizes (bound " << bound << ") on " << CpuIsaName() << "\n";
+  EXPECT_LE(most, bound);
+  EXPECT_GT(model.packed_weight_copies(), 0);
+  // Batch size 1 left the cache long ago: its copies are made again.
+  RunOutput again;
+  ASSERT_TRUE(model.Run(SliceSequences(spec, set, 0, 1), &again).ok());
+  EXPECT_EQ(again.output, first.output);
+}
+
 TEST(RnnModelTest, ConcurrentCallersGetTheSameResults) {
   RandomModelOptions o;
   o.layers = 2;
