@@ -1,7 +1,9 @@
 #include "server/common/npy.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace rnnserve {
@@ -95,6 +97,16 @@ Status ParseHeader(const std::string& header, const std::string& what,
   return Status::Ok();
 }
 
+// static_cast<int64_t> of a NaN or of a float outside the int64 range is
+// undefined behaviour; those get 0 and the nearest bound instead.
+int64_t FloatToInt64(float v) {
+  constexpr float kTwoPow63 = 9223372036854775808.0f;
+  if (std::isnan(v)) return 0;
+  if (v >= kTwoPow63) return std::numeric_limits<int64_t>::max();
+  if (v < -kTwoPow63) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(v);
+}
+
 }  // namespace
 
 const char* NpyDtypeName(NpyDtype dtype) {
@@ -111,6 +123,11 @@ size_t NpyArray::ElementSize(NpyDtype dtype) {
 }
 
 int64_t NpyArray::size() const {
+  // A parsed header may put a 0 after dimensions of up to 2^40: that array
+  // is empty, and multiplying first would overflow.
+  for (int64_t d : shape) {
+    if (d == 0) return 0;
+  }
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
@@ -152,7 +169,7 @@ std::vector<int64_t> NpyArray::ToInt64() const {
   std::vector<int64_t> out(size());
   for (int64_t i = 0; i < size(); ++i) {
     switch (dtype) {
-      case NpyDtype::kFloat32: out[i] = static_cast<int64_t>(f32()[i]); break;
+      case NpyDtype::kFloat32: out[i] = FloatToInt64(f32()[i]); break;
       case NpyDtype::kInt64: out[i] = i64()[i]; break;
       case NpyDtype::kInt32: out[i] = i32()[i]; break;
     }

@@ -38,7 +38,9 @@ struct NpyArray {
 
   static NpyArray FromFloat(std::vector<int64_t> shape, const std::vector<float>& values);
   static NpyArray FromInt64(std::vector<int64_t> shape, const std::vector<int64_t>& values);
-  // Values converted to float / int64 whatever the stored dtype.
+  // Values converted to float / int64 whatever the stored dtype. Float to
+  // int64 truncates toward zero; NaN gives 0 and values beyond the int64
+  // range saturate.
   std::vector<float> ToFloat() const;
   std::vector<int64_t> ToInt64() const;
   std::string ShapeString() const;  // "[3, 7, 4]"

@@ -1,9 +1,11 @@
 #include "server/config/yaml_tree.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <exception>
 #include <set>
+#include <sstream>
 #include <utility>
 
 namespace rnnserve::config {
@@ -99,6 +101,48 @@ class Converter {
   int nodes_ = 0;
 };
 
+// Counts documents with yaml-cpp's event parser, keeping the position of
+// the second one's root node for the "expected one document" message.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  int documents() const { return documents_; }
+  const YAML::Mark& second_root() const { return second_root_; }
+
+  void OnDocumentStart(const YAML::Mark&) override { ++documents_; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    Node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&,
+                       YAML::anchor_t, YAML::EmitterStyle::value) override {
+    Node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Node(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void Node(const YAML::Mark& mark) {
+    if (documents_ == 2 && !seen_second_root_) {
+      second_root_ = mark;
+      seen_second_root_ = true;
+    }
+  }
+
+  int documents_ = 0;
+  bool seen_second_root_ = false;
+  YAML::Mark second_root_ = YAML::Mark::null_mark();
+};
+
+// Stop counting here: a real config has one document.
+constexpr int kMaxDocumentsCounted = 1000;
+
 }  // namespace
 
 const char* YamlNode::KindName() const {
@@ -118,16 +162,29 @@ const char* YamlNode::KindName() const {
 StatusOr<YamlNode> ParseYaml(const std::string& text, const std::string& source,
                              const YamlLimits& limits) {
   try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    // Not YAML::LoadAll: yaml-cpp 0.7 returns endless empty documents for
+    // some texts (one starting with ',', found by tests/fuzz/config_fuzz),
+    // and LoadAll collects them until memory runs out. The event parser
+    // yields them one at a time, so counting can stop.
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    DocumentCounter counter;
+    while (counter.documents() <= kMaxDocumentsCounted &&
+           parser.HandleNextDocument(counter)) {
+    }
     YamlNode root;
-    if (docs.empty()) return root;  // empty or comments only
-    if (docs.size() > 1) {
-      return InvalidArgument(Where(source, docs[1].Mark()) +
+    if (counter.documents() == 0) return root;  // empty or comments only
+    if (counter.documents() > 1) {
+      const std::string found =
+          counter.documents() > kMaxDocumentsCounted
+              ? "more than " + std::to_string(kMaxDocumentsCounted)
+              : std::to_string(counter.documents());
+      return InvalidArgument(Where(source, counter.second_root()) +
                              ": invalid YAML: expected one document, found " +
-                             std::to_string(docs.size()));
+                             found);
     }
     Converter converter(source, limits);
-    RETURN_IF_ERROR(converter.Convert(docs[0], 0, &root));
+    RETURN_IF_ERROR(converter.Convert(YAML::Load(text), 0, &root));
     return root;
   } catch (const YAML::Exception& e) {
     return InvalidArgument(Where(source, e.mark) + ": invalid YAML: " + e.msg);

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 
 namespace rnnserve {
 namespace {
@@ -66,6 +68,36 @@ TEST(NpyTest, BadFilesAreClearErrors) {
   huge.replace(huge.find("(2, 2)"), 6, "(9999999999999, 2)");
   expect_bad(huge, "");
   EXPECT_EQ(ReadNpy("/nonexistent.npy").status().code(), StatusCode::kNotFound);
+}
+
+// Found by tests/fuzz/npy_fuzz: a header may put a 0 after dimensions at the
+// parser's 2^40 cap; the array is legal and empty, and size() must not
+// multiply the big dimensions first (signed overflow).
+TEST(NpyTest, ZeroDimensionAfterHugeOnesIsEmpty) {
+  const std::string header =
+      "{'descr': '<f4', 'fortran_order': False, "
+      "'shape': (1099511627776, 1099511627776, 0), }\n";
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  bytes += static_cast<char>(header.size() & 0xff);
+  bytes += static_cast<char>(header.size() >> 8);
+  bytes += header;
+  auto a = ParseNpy(bytes, "empty.npy");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->size(), 0);
+  EXPECT_TRUE(a->data.empty());
+  EXPECT_TRUE(a->ToFloat().empty());
+  EXPECT_TRUE(a->ToInt64().empty());
+}
+
+// Found by tests/fuzz/npy_fuzz: converting a float32 array holding NaN or a
+// value beyond int64 was a plain cast (undefined behaviour); it saturates.
+TEST(NpyTest, FloatToInt64SaturatesAndMapsNanToZero) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const NpyArray a = NpyArray::FromFloat(
+      {7}, {std::nanf(""), inf, -inf, 1.0e22f, -1.0e22f, -2.9f, 3.9f});
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  const int64_t min = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(a.ToInt64(), (std::vector<int64_t>{0, max, min, max, min, -2, 3}));
 }
 
 }  // namespace

@@ -229,6 +229,12 @@ const BadCase kBadServerCases[] = {
      "*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, "
      "*d, *d]\n",
      "invalid YAML: more than 100000 nodes"},
+    // Found by tests/fuzz/config_fuzz: yaml-cpp 0.7 yields empty documents
+    // without end for a text starting with ','; collecting them all (LoadAll)
+    // never returned and exhausted memory.
+    {"EndlessEmptyDocuments", ",drift:\n  sample_rate: 0.001\n",
+     "server.yaml:1:1: invalid YAML: expected one document, found more than "
+     "1000"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Cases, BadServerConfigTest,

@@ -39,7 +39,9 @@ void CheckModelConfig(const std::string& text,
   rnnserve::StatusOr<config::ModelConfig> parsed =
       config::ParseModelConfig(text, "charlm/config.yaml", "charlm", defaults);
   if (!parsed.ok()) {
-    if (parsed.status().message().empty()) Fail("model: error without a message");
+    if (parsed.status().message().empty()) {
+      Fail("model: error without a message");
+    }
     return;
   }
   if (!config::ValidateModelConfig(*parsed).ok()) {
@@ -72,7 +74,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rnnserve::StatusOr<config::ServerConfig> server =
       config::ParseServerConfig(text, "fuzz/server.yaml");
   if (!server.ok()) {
-    if (server.status().message().empty()) Fail("server: error without a message");
+    if (server.status().message().empty()) {
+      Fail("server: error without a message");
+    }
     return 0;
   }
   if (!config::ValidateServerConfig(*server).ok()) {

@@ -23,8 +23,7 @@ namespace rnnserve::fuzz {
 // sequence of two steps (zero features or token 0) without error and gives
 // an output of the advertised size. Specs above `max_parameters` are only
 // validated, to keep one run within milliseconds.
-inline void CheckAcceptedSpec(const char* target,
-                              const engine::ModelSpec& spec,
+inline void CheckAcceptedSpec(const char* target, const engine::ModelSpec& spec,
                               int64_t max_parameters = 1 << 20) {
   if (!engine::ValidateModelSpec(spec).empty()) {
     Fail(target, "an accepted spec fails ValidateModelSpec");

@@ -49,6 +49,16 @@ def npy_bytes(array, version=None):
     return buf.getvalue()
 
 
+def raw_npy(header, payload=b"", version=1):
+    """A .npy file around a hand-written header dict (version 1.0 or 2.0)."""
+    text = (header + " " * ((64 - (len(header) + 13) % 64) % 64) + "\n").encode()
+    if version == 1:
+        prefix = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little")
+    else:
+        prefix = b"\x93NUMPY\x02\x00" + len(text).to_bytes(4, "little")
+    return prefix + text + payload
+
+
 def onnx_seeds():
     for case in sorted(os.listdir(GOLDENS)):
         path = os.path.join(GOLDENS, case, "model.onnx")
@@ -154,8 +164,16 @@ def npy_seeds():
     good = arrays["f32_3d.npy"]
     arrays["bad_truncated_payload.npy"] = good[:-5]
     arrays["bad_truncated_header.npy"] = good[:20]
-    huge = npy_bytes(np.zeros((0,), dtype="<f4")).replace(b"(0,),", b"(1099511627776, 1099511627776, 0),")
-    arrays["huge_dims_empty.npy"] = huge
+    # Dimensions at the parser's 2^40 cap; the zero makes the array legal
+    # (and empty), so only overflow-safe element counting survives it.
+    arrays["huge_dims_empty.npy"] = raw_npy(
+        "{'descr': '<f4', 'fortran_order': False, "
+        "'shape': (1099511627776, 1099511627776, 0), }")
+    arrays["huge_dims_payload.npy"] = raw_npy(
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (1099511627776, 8), }",
+        b"\0" * 64)
+    arrays["f32_nan_inf.npy"] = npy_bytes(
+        np.array([np.nan, np.inf, -np.inf, 3e38, -1e20], dtype="<f4"))
     for name, data in arrays.items():
         write("npy", name, data)
 
@@ -222,7 +240,7 @@ def model_infer_seeds():
                                      params={"sequence_start": 3, "timeout": "soon"}),
     }
     for name, message in seeds.items():
-        write("model_infer", name, message.SerializeToString())
+        write("model_infer", name, message.SerializeToString(deterministic=True))
     write("model_infer", "empty.pb", b"")
 
 

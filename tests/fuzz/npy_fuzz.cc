@@ -51,7 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (static_cast<unsigned __int128>(array.size()) != elements) {
     Fail("size() != shape product");
   }
-  if (array.ToFloat().size() != elements || array.ToInt64().size() != elements) {
+  if (array.ToFloat().size() != elements ||
+      array.ToInt64().size() != elements) {
     Fail("conversions return the wrong element count");
   }
 
