@@ -139,7 +139,8 @@ NpyArray NpyArray::FromFloat(std::vector<int64_t> shape,
   a.dtype = NpyDtype::kFloat32;
   a.shape = std::move(shape);
   a.data.resize(values.size() * sizeof(float));
-  std::memcpy(a.data.data(), values.data(), a.data.size());
+  // memcpy from an empty vector's null data() is undefined even for 0 bytes.
+  if (!values.empty()) std::memcpy(a.data.data(), values.data(), a.data.size());
   return a;
 }
 
@@ -149,7 +150,8 @@ NpyArray NpyArray::FromInt64(std::vector<int64_t> shape,
   a.dtype = NpyDtype::kInt64;
   a.shape = std::move(shape);
   a.data.resize(values.size() * sizeof(int64_t));
-  std::memcpy(a.data.data(), values.data(), a.data.size());
+  // memcpy from an empty vector's null data() is undefined even for 0 bytes.
+  if (!values.empty()) std::memcpy(a.data.data(), values.data(), a.data.size());
   return a;
 }
 
