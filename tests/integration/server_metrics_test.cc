@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <sstream>
 #include <cmath>
@@ -108,6 +109,36 @@ TEST(ServerMetricsTest, RequestCountersMatchWhatTheClientSent) {
     if (key.rfind("rnnserve_build_info{", 0) == 0 && value == 1) build_info = true;
   }
   EXPECT_TRUE(build_info);
+}
+
+// The /metrics listener outlives the model manager a scrape reads (members
+// go in reverse order), so the server detaches the scrape before the manager
+// goes. Scrapes run on their own thread while the server is torn down under
+// them; every scrape that got an answer parses. Under the TSan build
+// (tests/sanitize/run_tsan.sh) the missing detach is reported even when no
+// scrape happens to overlap the teardown in time.
+TEST(ServerMetricsTest, ScrapesDuringShutdownNeverReadAFreedModelManager) {
+  TempRepository repo;
+  repo.AddCharlm("charlm", "{kind: dynamic, max_batch_size: 8, max_queue_size: 100}");
+  auto server = StartServer(repo.root(), WithMetrics);
+  ASSERT_NE(server, nullptr);
+  const int port = server->metrics_port();
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0}, unparsable{0};
+  std::thread scraper([&] {
+    while (!stop.load()) {
+      const std::string body = HttpGet(port, "/metrics");
+      if (body.empty()) continue;  // the listener is closed (or closing)
+      if (ParseExposition(body).empty()) ++unparsable;
+      ++answered;
+    }
+  });
+  while (answered.load() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server.reset();
+  stop = true;
+  scraper.join();
+  EXPECT_GE(answered.load(), 3);
+  EXPECT_EQ(unparsable.load(), 0);
 }
 
 // An int8 feature model (the lstm_2l golden, calibrated on its own input)
