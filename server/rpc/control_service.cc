@@ -7,6 +7,7 @@
 #include "server/common/log.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/tensor_codec.h"
+#include "server/rpc/unary_reactor.h"
 
 namespace rnnserve::rpc {
 
@@ -14,7 +15,7 @@ grpc::ServerUnaryReactor* ControlService::Recalibrate(
     grpc::CallbackServerContext* context,
     const rnnserve::RecalibrateRequest* request,
     rnnserve::RecalibrateResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   auto version = ParseModelVersion(request->model_version(), "model_version");
   if (!version.ok()) {
     reactor->Finish(ToGrpcStatus(version.status()));

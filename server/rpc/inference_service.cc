@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "server/common/log.h"
+#include "server/common/tsan.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/tensor_codec.h"
 
@@ -62,10 +63,12 @@ class StreamReactor final
       : service_(service), context_(context) {
     std::lock_guard<std::mutex> lock(mu_);
     reading_ = true;
+    TsanHandOff(this);
     StartRead(&incoming_);
   }
 
   void OnReadDone(bool ok) override {
+    TsanTakeBack(this);
     if (!ok) {  // client half-closed, cancelled, or the server is stopping
       std::lock_guard<std::mutex> lock(mu_);
       reading_ = false;
@@ -89,11 +92,13 @@ class StreamReactor final
     std::lock_guard<std::mutex> lock(mu_);
     if (!reads_done_ && !reading_ && pending_ < kMaxInFlight) {
       reading_ = true;
+      TsanHandOff(this);
       StartRead(&incoming_);
     }
   }
 
   void OnWriteDone(bool ok) override {
+    TsanTakeBack(this);
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
     writes_.pop_front();
@@ -106,6 +111,7 @@ class StreamReactor final
   }
 
   void OnDone() override {
+    TsanTakeBack(this);
     bool destroy;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -147,6 +153,7 @@ class StreamReactor final
         StartNextWriteLocked();
         if (!reads_done_ && !reading_ && pending_ < kMaxInFlight) {
           reading_ = true;
+          TsanHandOff(this);
           StartRead(&incoming_);
         }
         MaybeFinishLocked();
@@ -158,6 +165,7 @@ class StreamReactor final
   void StartNextWriteLocked() {
     if (writing_ || writes_.empty() || finished_) return;
     writing_ = true;
+    TsanHandOff(this);
     StartWrite(&writes_.front()->response);
   }
 
@@ -167,6 +175,7 @@ class StreamReactor final
       return;
     }
     finished_ = true;
+    TsanHandOff(this);
     Finish(context_->IsCancelled()
                ? grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")
                : grpc::Status::OK);
@@ -278,7 +287,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerLive(
     const inference::ServerLiveRequest* /*request*/,
     inference::ServerLiveResponse* response) {
   response->set_live(true);
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -288,7 +297,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerReady(
     const inference::ServerReadyRequest* /*request*/,
     inference::ServerReadyResponse* response) {
   response->set_ready(ready());
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -297,7 +306,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(
     grpc::CallbackServerContext* context,
     const inference::ModelReadyRequest* request,
     inference::ModelReadyResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   auto version = ParseModelVersion(request->version(), "version");
   if (!version.ok()) {
     reactor->Finish(ToGrpcStatus(version.status()));
@@ -318,7 +327,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
   response->set_version(kServerVersion);
   response->add_extensions("model_repository");
   response->add_extensions("sequence");
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -327,7 +336,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     grpc::CallbackServerContext* context,
     const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   auto version = ParseModelVersion(request->version(), "version");
   if (!version.ok()) {
     reactor->Finish(ToGrpcStatus(version.status()));
@@ -364,7 +373,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(
     grpc::CallbackServerContext* context, const ModelInferRequest* request,
     ModelInferResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   StartInfer(request, context->deadline(), response, [reactor](Status status) {
     reactor->Finish(ToGrpcStatus(status));
   });
@@ -401,12 +410,12 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
       entry->set_reason(v.reason);
     }
   }
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
-void InferenceService::StartRepositoryChange(grpc::ServerUnaryReactor* reactor,
+void InferenceService::StartRepositoryChange(UnaryReactor* reactor,
                                              const std::string& name,
                                              bool load) {
   const std::string rule = config::CheckModelName(name);
@@ -440,7 +449,7 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
     grpc::CallbackServerContext* context,
     const inference::RepositoryModelLoadRequest* request,
     inference::RepositoryModelLoadResponse* /*response*/) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   if (!request->parameters().empty()) {
     // Triton's "config" / "file:" overrides are not supported; refusing is
     // better than loading something else than the caller asked for.
@@ -458,7 +467,7 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(
     grpc::CallbackServerContext* context,
     const inference::RepositoryModelUnloadRequest* request,
     inference::RepositoryModelUnloadResponse* /*response*/) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new UnaryReactor;
   StartRepositoryChange(reactor, request->model_name(), /*load=*/false);
   return reactor;
 }

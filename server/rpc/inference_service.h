@@ -40,6 +40,7 @@
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/config/server_config.h"
 #include "server/metrics/server_metrics.h"
+#include "server/rpc/unary_reactor.h"
 #include "server/serving/model_manager.h"
 
 namespace rnnserve::rpc {
@@ -135,7 +136,7 @@ class InferenceService final
  private:
   // Starts a repository load (load = true) or unload of `name` in the
   // background and finishes `reactor` when it is done.
-  void StartRepositoryChange(grpc::ServerUnaryReactor* reactor,
+  void StartRepositoryChange(UnaryReactor* reactor,
                              const std::string& name, bool load);
 
   const Options options_;
