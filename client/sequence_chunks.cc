@@ -7,10 +7,18 @@
 namespace rnnserve::client {
 namespace {
 
+// The number of values in dims [from, end) of `shape`; -1 when a dim is
+// negative or the product overflows (a response's shape comes off the wire).
+// A 0 dim makes 0 even after dims whose product alone would overflow.
 int64_t Product(const std::vector<int64_t>& shape, size_t from) {
   int64_t p = 1;
-  for (size_t i = from; i < shape.size(); ++i) p *= shape[i];
-  return p;
+  bool overflow = false;
+  for (size_t i = from; i < shape.size(); ++i) {
+    if (shape[i] < 0) return -1;
+    if (shape[i] == 0) return 0;
+    overflow = overflow || __builtin_mul_overflow(p, shape[i], &p);
+  }
+  return overflow ? -1 : p;
 }
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
@@ -101,10 +109,15 @@ Status AppendSteps(const std::vector<int64_t>& chunk_shape,
                            std::to_string(chunk_shape.size()) +
                            ", need [N, T, ...] to concatenate along T");
   }
-  if (static_cast<int64_t>(chunk.size()) != Product(chunk_shape, 0)) {
-    return InvalidArgument(
-        "chunk output holds " + std::to_string(chunk.size()) +
-        " values, its shape needs " + std::to_string(Product(chunk_shape, 0)));
+  const int64_t needed = Product(chunk_shape, 0);
+  if (needed < 0) {
+    return InvalidArgument("chunk output shape " + ShapeString(chunk_shape) +
+                           " is not a shape (negative or overflowing)");
+  }
+  if (static_cast<int64_t>(chunk.size()) != needed) {
+    return InvalidArgument("chunk output holds " +
+                           std::to_string(chunk.size()) +
+                           " values, its shape needs " + std::to_string(needed));
   }
   if (whole_shape->empty()) {
     *whole_shape = chunk_shape;

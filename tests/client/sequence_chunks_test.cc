@@ -102,5 +102,26 @@ TEST(AppendStepsTest, RejectsMismatchedChunks) {
   EXPECT_FALSE(AppendSteps({6}, std::vector<float>(6), &shape, &whole).ok());
 }
 
+// A response's shape comes off the wire: negative dims and shapes whose
+// product overflows int64 are errors naming the shape, not arithmetic.
+TEST(AppendStepsTest, RejectsNegativeAndOverflowingShapes) {
+  std::vector<int64_t> shape;
+  std::vector<float> whole;
+  Status negative =
+      AppendSteps({1, -2, -3}, std::vector<float>(6), &shape, &whole);
+  EXPECT_EQ(negative.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(negative.message().find("[1, -2, -3]"), std::string::npos)
+      << negative.message();
+  const int64_t big = int64_t{1} << 40;
+  Status overflow =
+      AppendSteps({1, big, big}, std::vector<float>(6), &shape, &whole);
+  EXPECT_EQ(overflow.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(overflow.message().find("not a shape"), std::string::npos)
+      << overflow.message();
+  EXPECT_TRUE(shape.empty());  // nothing was appended
+  // A zero dim after huge ones is an empty chunk, not an overflow.
+  EXPECT_TRUE(AppendSteps({1, big, 0}, {}, &shape, &whole).ok());
+}
+
 }  // namespace
 }  // namespace rnnserve::client
