@@ -29,30 +29,30 @@ const std::string kDemoRepository =
     std::string(RNNSERVE_SOURCE_DIR) + "/deploy/model-repository";
 const std::string kDemoData = std::string(RNNSERVE_TESTDATA) + "/demo";
 
-// deploy/model-repository/charlm/config.yaml with sequence (stateful)
-// batching instead of dynamic batching.
-constexpr char kSequenceConfig[] = R"(name: charlm
-inputs:
-  - name: tokens
-    dtype: INT64
-    dims: [-1, -1]
-outputs:
-  - name: logits
-    dtype: FP32
-    dims: [-1, -1, 97]
-precision: int8
-calibration:
-  method: minmax
-  file: calibration.npy
-  per_channel: true
-version_policy:
-  latest: {num_versions: 1}
-max_sequence_length: 1024
-batching: {kind: sequence, max_batch_size: 16}
-drift:
-  sample_rate: 0.01
-  action: alert
-)";
+// A repository under `dir` holding the demo charlm (weights, calibration set
+// and vocabulary of deploy/model-repository) with the demo's config but its
+// own batching and drift settings.
+std::string CharlmRepository(const std::string& dir, const std::string& batching,
+                             const std::string& drift) {
+  const std::string repo = dir + "/repository";
+  fs::create_directories(repo + "/charlm/1");
+  for (const char* f : {"1/model.onnx", "1/calibration.npy", "vocab.json"}) {
+    fs::copy_file(kDemoRepository + "/charlm/" + f, repo + "/charlm/" + f);
+  }
+  std::ofstream(repo + "/charlm/config.yaml")
+      << "name: charlm\n"
+         "inputs:\n"
+         "  - {name: tokens, dtype: INT64, dims: [-1, -1]}\n"
+         "outputs:\n"
+         "  - {name: logits, dtype: FP32, dims: [-1, -1, 97]}\n"
+         "precision: int8\n"
+         "calibration: {method: minmax, file: calibration.npy, per_channel: true}\n"
+         "version_policy: {latest: {num_versions: 1}}\n"
+         "max_sequence_length: 1024\n"
+         "batching: " << batching << "\n"
+         "drift: " << drift << "\n";
+  return repo;
+}
 
 NpyArray MustRead(const std::string& path) {
   auto a = ReadNpy(path);
@@ -96,14 +96,10 @@ class ClientCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     tmp_ = new TempDir();
     ASSERT_FALSE(tmp_->path().empty());
-    // A copy of the demo repository whose charlm uses sequence batching.
-    const std::string seq_repo = tmp_->path() + "/sequence-repository";
-    fs::create_directories(seq_repo + "/charlm/1");
-    for (const char* f : {"1/model.onnx", "1/calibration.npy", "vocab.json"}) {
-      fs::copy_file(kDemoRepository + "/charlm/" + f,
-                    seq_repo + "/charlm/" + f);
-    }
-    std::ofstream(seq_repo + "/charlm/config.yaml") << kSequenceConfig;
+    // The demo's charlm with sequence (stateful) batching.
+    const std::string seq_repo =
+        CharlmRepository(tmp_->path(), "{kind: sequence, max_batch_size: 16}",
+                         "{sample_rate: 0.01, action: alert}");
 
     auto demo = ServerProcess::StartWithRepository(kDemoRepository);
     ASSERT_TRUE(demo.ok()) << demo.status().ToString();
@@ -484,40 +480,17 @@ TEST(ClientTlsTest, HealthAndInferOverMutualTls) {
   EXPECT_EQ(r.exit_code, 1) << Describe(r);
 }
 
-// The demo model, dynamically batched, keeping up to 64 recent live input
-// sequences for recalibration (drift sampling stays off: the reservoir is fed
-// by every request regardless).
-constexpr char kRecalibrateConfig[] = R"(name: charlm
-inputs:
-  - name: tokens
-    dtype: INT64
-    dims: [-1, -1]
-outputs:
-  - name: logits
-    dtype: FP32
-    dims: [-1, -1, 97]
-precision: int8
-calibration:
-  method: minmax
-  file: calibration.npy
-  per_channel: true
-max_sequence_length: 1024
-batching: {kind: dynamic, max_batch_size: 64}
-drift: {reservoir_size: 64}
-)";
-
 // rnnserve-client recalibrate: refused while the reservoir is empty, then
 // computed from exactly the sequences the test sent since the last
 // recalibration, the model serving throughout.
 TEST(ClientRecalibrateTest, RecalibratesOnTheLiveSequencesSent) {
   TempDir dir;
   ASSERT_FALSE(dir.path().empty());
-  const std::string repo = dir.path() + "/repository";
-  fs::create_directories(repo + "/charlm/1");
-  for (const char* f : {"1/model.onnx", "1/calibration.npy"}) {
-    fs::copy_file(kDemoRepository + "/charlm/" + f, repo + "/charlm/" + f);
-  }
-  std::ofstream(repo + "/charlm/config.yaml") << kRecalibrateConfig;
+  // Dynamic batching, keeping up to 64 recent live input sequences for
+  // recalibration (drift sampling stays off: every request feeds the
+  // reservoir regardless).
+  const std::string repo = CharlmRepository(
+      dir.path(), "{kind: dynamic, max_batch_size: 64}", "{reservoir_size: 64}");
   auto server = ServerProcess::StartWithRepository(repo);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   auto client = [&](const std::string& command, std::vector<std::string> args) {
