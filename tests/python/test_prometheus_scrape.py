@@ -45,18 +45,14 @@ Prometheus's log tails), 2 when something needed is missing.
 """
 
 import argparse
-import collections
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -69,6 +65,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 import rnnserve_client  # noqa: E402  (needs the path above)
+from child_process import Checks, Child  # noqa: E402  (next to this file)
 
 DEMO_MODEL_DIR = os.path.join(ROOT, "deploy", "model-repository", "charlm")
 DEMO_DATA = os.path.join(ROOT, "tests", "testdata", "demo")
@@ -82,77 +79,6 @@ GOOD_REQUESTS = 40
 UNKNOWN_REQUESTS = 3
 UNKNOWN_MODEL = "no_such_model"
 RELATIVE_L2_TOLERANCE = 2e-4
-
-
-class Checks:
-    """Records and prints each check; goes on after a failure."""
-
-    def __init__(self):
-        self.failures = []
-
-    def check(self, name, ok, detail=""):
-        print("%s  %s%s" % ("ok  " if ok else "FAIL", name,
-                            (": " + detail) if detail else ""), flush=True)
-        if not ok:
-            self.failures.append(name + (": " + detail if detail else ""))
-        return ok
-
-
-class Child:
-    """A child process whose stderr (and stdout) lines go to a ring buffer and
-    are matched against `patterns` ({key: regex}); found(key) waits for one."""
-
-    def __init__(self, name, cmd, patterns=None, env=None):
-        self.name = name
-        print("starting %s: %s" % (name, " ".join(cmd)), flush=True)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        self.log = collections.deque(maxlen=80)
-        self.matches = {}
-        self._patterns = patterns or {}
-        self._changed = threading.Condition()
-        self._eof = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            with self._changed:
-                self.log.append(line.rstrip("\n"))
-                for key, pattern in self._patterns.items():
-                    m = pattern.search(line)
-                    if m and key not in self.matches:
-                        self.matches[key] = m
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
-
-    def found(self, key, timeout):
-        """The match of pattern `key`, or None if the process ended (or the
-        timeout passed) first."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while key not in self.matches and not self._eof:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
-            return self.matches.get(key)
-
-    def terminate(self, timeout=60):
-        """SIGTERM, then the exit code (None when it had to be killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
-
-    def show_log(self):
-        print("---- last %s log lines ----\n%s\n----" % (self.name, "\n".join(self.log)))
 
 
 def free_port():
@@ -253,11 +179,10 @@ def run(checks, args, scratch):
 
     repository = os.path.join(scratch, "models")
     make_repository(repository)
-    server = Child("rnnserve",
-                   [os.path.join(args.bin_dir, "rnnserve"), "--model-repository", repository,
+    server = Child([os.path.join(args.bin_dir, "rnnserve"), "--model-repository", repository,
                     "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0",
                     "--drift-sample-rate", "1"],
-                   {"grpc": LISTENING, "metrics": METRICS_ON},
+                   {"grpc": LISTENING, "metrics": METRICS_ON}, name="rnnserve",
                    env=dict(os.environ, OMP_NUM_THREADS="1"))
     prometheus = None
     client = None
@@ -281,11 +206,10 @@ def run(checks, args, scratch):
         prometheus_config = os.path.join(scratch, "prometheus.yml")
         write_prometheus_config(prometheus_config, metrics_target, rules)
         prometheus_address = "127.0.0.1:%d" % free_port()
-        prometheus = Child("prometheus",
-                           [args.prometheus, "--config.file=" + prometheus_config,
+        prometheus = Child([args.prometheus, "--config.file=" + prometheus_config,
                             "--storage.tsdb.path=" + os.path.join(scratch, "tsdb"),
                             "--web.listen-address=" + prometheus_address,
-                            "--log.level=info"])
+                            "--log.level=info"], name="prometheus")
         children.append(prometheus)
         api = PrometheusApi(prometheus_address)
         ok, _ = wait_until(60, lambda: (api.ready() or prometheus.proc.poll() is not None, ""))

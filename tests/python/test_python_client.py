@@ -35,16 +35,13 @@ f32 is the oracle; int8 is not expected to reproduce it exactly:
 """
 
 import argparse
-import collections
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import grpc
@@ -53,6 +50,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 import rnnserve_client  # noqa: E402  (needs the path above)
+from child_process import Checks, Child  # noqa: E402  (next to this file)
 
 CLIENT_CLI = os.path.join(ROOT, "client", "python", "rnnserve_client.py")
 DEMO_DATA = os.path.join(ROOT, "tests", "testdata", "demo")
@@ -67,54 +65,17 @@ ALL_AGREEMENT = 0.90
 ACCURACY_POINTS = 0.005
 
 
-class Checks:
-    """Records and prints each check; the test goes on after a failure so one
-    run shows everything that is wrong."""
-
-    def __init__(self):
-        self.failures = []
-
-    def check(self, name, ok, detail=""):
-        print("%s  %s%s" % ("ok  " if ok else "FAIL", name,
-                            (": " + detail) if detail else ""), flush=True)
-        if not ok:
-            self.failures.append(name + (": " + detail if detail else ""))
-        return ok
-
-    def expect_code(self, name, code, call):
-        try:
-            call()
-        except grpc.RpcError as e:
-            return self.check(name, e.code() == code,
-                              "got %s: %s" % (e.code().name, e.details()))
-        return self.check(name, False, "succeeded; expected %s" % code.name)
-
-
-class ServerProcess:
-    """The rnnserve binary as a child process: its stderr is echoed into a
-    ring buffer (shown on failure) and scanned for the listening line."""
+class ServerProcess(Child):
+    """The rnnserve binary as a child process on 127.0.0.1 port 0; the port
+    comes from its listening line."""
 
     def __init__(self, binary, repository, startup_timeout):
-        self.cmd = [binary, "--model-repository", repository,
-                    "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0"]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        print("starting: %s" % " ".join(self.cmd), flush=True)
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        self.log = collections.deque(maxlen=60)
-        self.port = None
-        self._listening = threading.Event()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        self._listening.wait(startup_timeout)
-
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.log.append(line.rstrip("\n"))
-            match = LISTENING.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(2))
-                self._listening.set()
-        self._listening.set()  # EOF: the process is gone
+        super().__init__([binary, "--model-repository", repository,
+                          "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0"],
+                         {"listening": LISTENING}, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                         log_lines=60)
+        listening = self.found("listening", startup_timeout)
+        self.port = int(listening.group(2)) if listening else None
 
     @property
     def address(self):
@@ -131,21 +92,6 @@ class ServerProcess:
                 error = "%s: %s" % (e.code().name, e.details())
             time.sleep(0.2)
         return False, error or ("exited with %s" % self.proc.poll())
-
-    def terminate(self, timeout=60):
-        """SIGTERM, then the exit code (None when it had to be killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
-
-    def show_log(self):
-        print("---- last server stderr lines ----\n%s\n----" % "\n".join(self.log))
 
 
 def start_server(checks, args, repository, label):

@@ -81,14 +81,11 @@ memory rule held, the cross-checks agree, and the server stopped cleanly.
 
 import argparse
 import collections
-import ctypes
 import json
 import os
 import queue
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -100,10 +97,14 @@ import grpc
 import numpy as np
 
 DEFAULT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(DEFAULT_ROOT, "tests", "python"))
+from child_process import Child  # noqa: E402  (the path above)
+
 LISTENING = re.compile(r"listening on gRPC (\S+):(\d+)")
 METRICS_ON = re.compile(r"metrics on http://(\S+):(\d+)/metrics")
 SHUTDOWN = re.compile(r"shutdown complete: (\d+) inference requests accepted, "
                       r"(\d+) answered \((\d+) OK\)")
+ERROR_LINE = re.compile(r"Z [EF] ")  # E or F: the severity after the UTC timestamp
 MIB = 1024.0 * 1024.0
 
 VOCAB = 97            # the demo model's vocabulary
@@ -131,89 +132,50 @@ rc = None  # the rnnserve_client module, imported in main() from --repo-root
 
 # ---- the server process -------------------------------------------------------
 
-def _die_with_parent():
-    """preexec_fn: the server gets SIGKILL if this driver dies first."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-class ServerProcess:
+class ServerProcess(Child):
     """build/bin/rnnserve as a child: stderr goes to a log file and a ring
-    buffer, scanned for the gRPC and metrics ports and the shutdown line."""
+    buffer, scanned for the gRPC and metrics ports, error lines and the
+    shutdown line. It dies with this driver."""
 
     def __init__(self, binary, repository, log_path, extra_args, startup_timeout,
                  extra_env=None):
-        self.cmd = [binary, "--model-repository", repository,
-                    "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0",
-                    "--model-control", "explicit",
-                    "--startup-models", "charlm,charlm_seq,charlm_idle,gru_feat"] + extra_args
-        print("starting: %s" % " ".join(self.cmd), flush=True)
-        self.log_file = open(log_path, "w")
         env = dict(os.environ, OMP_NUM_THREADS="1")
         env.update(extra_env or {})
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env=env, preexec_fn=_die_with_parent)
-        self.log = collections.deque(maxlen=80)
-        self.port = None
-        self.metrics_port = None
-        self.shutdown_line = None
-        self.error_lines = []
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self._listening.wait(startup_timeout)
+        super().__init__([binary, "--model-repository", repository,
+                          "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0",
+                          "--model-control", "explicit",
+                          "--startup-models", "charlm,charlm_seq,charlm_idle,gru_feat"]
+                         + extra_args,
+                         {"grpc": LISTENING, "metrics": METRICS_ON, "shutdown": SHUTDOWN,
+                          "error": ERROR_LINE},
+                         env=env, log_path=log_path, die_with_parent=True)
+        self.found("grpc", startup_timeout)
 
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.log_file.write(line)
-            self.log_file.flush()
-            line = line.rstrip("\n")
-            self.log.append(line)
-            if re.search(r"Z [EF] ", line):
-                self.error_lines.append(line)
-            m = METRICS_ON.search(line)
-            if m and self.metrics_port is None:
-                self.metrics_port = int(m.group(2))
-            m = SHUTDOWN.search(line)
-            if m:
-                self.shutdown_line = line
-            m = LISTENING.search(line)
-            if m and self.port is None:
-                self.port = int(m.group(2))
-                self._listening.set()
-        self._listening.set()  # EOF: the process is gone
+    def _port(self, key):
+        m = self.found(key, 0)
+        return int(m.group(2)) if m else None
 
     @property
-    def pid(self):
-        return self.proc.pid
+    def port(self):
+        return self._port("grpc")
+
+    @property
+    def metrics_port(self):
+        return self._port("metrics")
 
     @property
     def address(self):
         return "127.0.0.1:%d" % self.port
 
-    def terminate(self, timeout=60):
-        """SIGTERM; the exit code, or None when it had to be killed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        self._reader.join(10)
-        self.log_file.close()
-        return self.proc.returncode
+    @property
+    def shutdown_line(self):
+        """The last shutdown line, or None."""
+        lines = self.matches("shutdown")
+        return lines[-1].string if lines else None
 
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def show_log(self):
-        print("---- last server stderr lines ----\n%s\n----" % "\n".join(self.log), flush=True)
+    @property
+    def error_lines(self):
+        return [m.string for m in self.matches("error")]
 
 
 def proc_status(pid):
@@ -1309,8 +1271,7 @@ def run(args, scratch):
                                                     numbers["slope_second_half_mib_per_min"]))
         return summary
     finally:
-        if server.proc.poll() is None:
-            server.kill()
+        server.kill()  # if it still runs; closes the server log either way
         counts, failures = stats.snapshot()
         summary["counts"] = counts
         summary["request_failures"] = failures
