@@ -310,9 +310,9 @@ TEST(RnnModelTest, GruRunsInt8CloseToF32UnlessLeftUnquantized) {
   EXPECT_EQ(a.output, c.output);
 }
 
-TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
-  // LSTM (int8) -> GRU (int8 GRU kernel) -> LSTM (int8): f32 crosses the
-  // boundaries of the GRU layer.
+// A random LSTM -> GRU -> LSTM stack (the GRU runs on the int8 GRU kernel
+// when quantized).
+ModelSpec LstmGruLstmModel() {
   RandomModelOptions o;
   o.layers = 3;
   ModelSpec spec = RandomModel(o);
@@ -321,6 +321,13 @@ TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
   g.layers = 1;
   g.input_size = o.hidden_size;
   spec.layers[1] = RandomModel(g).layers[0];
+  return spec;
+}
+
+TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
+  // LSTM (int8) -> GRU (int8 GRU kernel) -> LSTM (int8): f32 crosses the
+  // boundaries of the GRU layer.
+  ModelSpec spec = LstmGruLstmModel();
   ASSERT_EQ(ValidateModelSpec(spec), "");
   auto q = Calibrate(spec, RandomSequences(spec, 16, 20, 5), {});
   ASSERT_TRUE(q.ok()) << q.status().ToString();
@@ -347,14 +354,7 @@ TEST(RnnModelTest, MixedStackInt8LstmOverGruMatchesF32Closely) {
 // when copies were kept forever). Answers after a copy was dropped and made
 // again are unchanged.
 TEST(RnnModelTest, PackedWeightCopiesAreBoundedByTheShapeCache) {
-  RandomModelOptions o;
-  o.layers = 3;  // LSTM, int8 GRU kernel, LSTM
-  ModelSpec spec = RandomModel(o);
-  RandomModelOptions g = o;
-  g.cell = CellType::kGru;
-  g.layers = 1;
-  g.input_size = o.hidden_size;
-  spec.layers[1] = RandomModel(g).layers[0];
+  ModelSpec spec = LstmGruLstmModel();
   auto q = Calibrate(spec, RandomSequences(spec, 16, 20, 5), {});
   ASSERT_TRUE(q.ok()) << q.status().ToString();
   constexpr int kCached = 3;
