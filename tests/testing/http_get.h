@@ -7,8 +7,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <map>
 #include <sstream>
@@ -16,15 +18,28 @@
 
 namespace rnnserve::testing {
 
-// The body of GET http://127.0.0.1:<port><path>; "" on any failure.
+// The body of GET http://127.0.0.1:<port><path>; "" on any failure,
+// including no answer within 30 s.
 inline std::string HttpGet(int port, const std::string& path) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return "";
+  const timeval timeout{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  // With nobody listening on an ephemeral port, Linux may connect the
+  // socket to itself (its source port picked equal to `port`): that is no
+  // server, and reading would wait for our own request to be answered.
+  sockaddr_in self{};
+  socklen_t self_len = sizeof(self);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
+      self.sin_port == addr.sin_port) {
     close(fd);
     return "";
   }
@@ -38,7 +53,17 @@ inline std::string HttpGet(int port, const std::string& path) {
   for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) response.append(buf, n);
   close(fd);
   const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
+  if (body == std::string::npos) return "";
+  // A connection closed mid-answer (a server stopping) is a failure too.
+  std::string headers = response.substr(0, body);
+  for (char& c : headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const size_t length = headers.find("\r\ncontent-length:");
+  if (length != std::string::npos &&
+      std::strtoull(headers.c_str() + length + 17, nullptr, 10) !=
+          response.size() - body - 4) {
+    return "";
+  }
+  return response.substr(body + 4);
 }
 
 // Prometheus text exposition -> {"name{a=\"x\",b=\"y\"}" -> value}, the
